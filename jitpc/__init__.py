@@ -1,0 +1,48 @@
+"""jitpc: just-in-time IPC for Python.
+
+Connect to a machine-local server by a string id, starting it on demand; the server holds the id
+alone (a lock file) and spins itself down when idle. Both ends may request, notify and respond.
+Wire-compatible with the Node package ``jitpc`` 2.x.
+"""
+
+from ._client import Client as Client
+from ._client import connect as connect
+from ._errors import ClosedError as ClosedError
+from ._errors import ConnectError as ConnectError
+from ._errors import InternalError as InternalError
+from ._errors import InvalidParams as InvalidParams
+from ._errors import InvalidRequest as InvalidRequest
+from ._errors import JitpcError as JitpcError
+from ._errors import MethodNotFound as MethodNotFound
+from ._errors import ParseError as ParseError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import RemoteError as RemoteError
+from ._server import Server as Server
+from ._server import listen as listen
+
+__version__ = "0.1.0"
+
+__all__ = (
+    # connecting and serving
+    "connect",
+    "listen",
+    "Client",
+    "Server",
+    # errors
+    "JitpcError",
+    "ConnectError",
+    "ClosedError",
+    "ProtocolError",
+    "RemoteError",
+    "ParseError",
+    "InvalidRequest",
+    "MethodNotFound",
+    "InvalidParams",
+    "InternalError",
+)
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

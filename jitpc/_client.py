@@ -1,0 +1,570 @@
+"""One jitpc connection, from either end, and ``connect()``.
+
+A :class:`Client` is a peer: it sends requests and notifications and answers the requests its
+peer sends, on the connecting side and on the serving side alike. It is an asyncio glue layer
+around the I/O-free :class:`~jitpc._protocol.Peer`:
+
+* An :class:`asyncio.Protocol` feeds received bytes to the core; no reader task, no
+  ``StreamReader`` line limit (research T14).
+* Outgoing bytes queued during one loop tick go out in one write.
+* A synchronous responder answers in the same callback that read the request: no task per
+  request. An async responder runs as a task.
+* Every request ends exactly once: with its result, a :class:`RemoteError`, or a
+  :class:`ClosedError` when the connection ends first. Nothing is ever resent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from . import _shutdown
+from ._errors import ClosedError, ConnectError, InternalError, MethodNotFound, RemoteError
+from ._paths import address
+from ._protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    BadMessage,
+    ErrorResponse,
+    Notification,
+    Peer,
+    Request,
+    Response,
+)
+from ._transport import is_retryable, open_stream
+
+if TYPE_CHECKING:
+    from ._server import Server
+
+__all__ = ["Client", "Responder", "Spinup", "connect"]
+
+logger = logging.getLogger("jitpc")
+
+#: A responder takes the request's params and returns the result, or an awaitable of it.
+Responder = Callable[[Any], Any]
+#: A spinup hook: a sync or async callable that (typically) starts a server process.
+Spinup = Callable[[], Awaitable[object] | object]
+
+F = TypeVar("F", bound=Responder)
+
+# Node jitpc's Fibonacci back-off: the sleeps between connect attempts (PROTOCOL.md §6).
+BACKOFF = (0.05, 0.1, 0.15, 0.25, 0.4, 0.65, 1.05, 1.7, 2.75)
+# Each sleep is stretched or shrunk by up to this fraction, so that a herd of clients that
+# failed together does not retry in lockstep.
+JITTER = 0.2
+
+
+class _Link(asyncio.Protocol):
+    """The asyncio protocol of one connection; it only forwards to its :class:`Client`."""
+
+    def __init__(self, client: Client) -> None:
+        # Bound methods as instance attributes: the transport calls them with no extra hop.
+        self.connection_made = client._connection_made  # type: ignore[method-assign]
+        self.data_received = client._data_received  # type: ignore[method-assign]
+        self.eof_received = client._eof_received  # type: ignore[method-assign]
+        self.connection_lost = client._connection_lost  # type: ignore[method-assign]
+        self.pause_writing = client._pause_writing  # type: ignore[method-assign]
+        self.resume_writing = client._resume_writing  # type: ignore[method-assign]
+
+
+class Client:
+    """One end of a jitpc connection.
+
+    On the connecting side it comes from :func:`connect` and has ``id == 0``; on the serving side
+    the server makes one per accepted connection, with the lowest free small integer as ``id``.
+
+    Attributes:
+        id: 0 on the connecting side; the server's free-list id on the serving side.
+        user_data: free for the application to use; jitpc never reads it.
+    """
+
+    def __init__(
+        self,
+        server_id: str,
+        *,
+        spinup: Spinup | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        _server: Server | None = None,
+        _id: int = 0,
+    ) -> None:
+        self.server_id = server_id
+        self.id = _id
+        self.user_data: Any = None
+        self._spinup = spinup
+        self._server = _server
+        self._peer = Peer(max_message_bytes=max_message_bytes)
+        self._link = _Link(self)
+        self._responders: dict[str, Responder] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.Transport | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self._close_error: BaseException | None = None
+        self._closed = False
+        self._ending = False
+        self._eof_sent = False
+        self._peer_eof = False
+        self._flush_pending = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._transport else "not connected"
+        return f"<jitpc.Client id={self.id} server_id={self.server_id!r} {state}>"
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has closed (or failed to open); it never reopens."""
+        return self._closed
+
+    async def open(self) -> None:
+        """Connect now, rather than at the first request or notification.
+
+        Tries the server's socket; if nothing answers, runs the spinup hook once and retries
+        with Node jitpc's Fibonacci back-off (about 7 s in all). Concurrent calls share one
+        attempt. Cancelling a caller does not cancel the attempt others may be waiting for.
+
+        Raises:
+            ConnectError: no server answered (``__cause__`` says why), or the spinup hook raised.
+            ClosedError: the client was closed.
+            ValueError: the id gives an unusable socket path (too long, for example).
+        """
+        if self._transport is not None and not self._closed:
+            return
+        if self._closed:
+            raise self._closed_error()
+        if self._opening is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._opening = loop.create_task(self._connect())
+            self._opening.add_done_callback(self._opened)
+        await asyncio.shield(self._opening)
+
+    async def request(self, method: str, params: Any = None) -> Any:
+        """Send a request and wait for its result.
+
+        Connects first if needed (see :meth:`open`). Cancelling the call is safe: the id is
+        forgotten and a late response is discarded; the peer may still run the request.
+
+        Raises:
+            RemoteError: the peer answered with an error; a subclass such as
+                :class:`MethodNotFound` for the standard JSON-RPC codes.
+            ClosedError: the connection closed (or was closed) before the response came.
+            ConnectError: the connection could not be opened.
+            TypeError: ``params`` cannot be written as JSON.
+        """
+        if self._transport is None or self._write_paused:
+            if self._transport is None:
+                await self.open()
+            if self._write_paused:
+                await self._drained()
+        if self._closed or self._ending:
+            raise self._closed_error()
+        id_ = self._peer.send_request(method, params)
+        future = self._loop.create_future()  # type: ignore[union-attr]
+        self._pending[id_] = future
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        try:
+            return await future
+        finally:
+            if self._pending.pop(id_, None) is not None:
+                self._maybe_finish_end()
+
+    def notify(self, method: str, params: Any = None) -> None:
+        """Send a notification: a request that gets no response. Returns at once.
+
+        Connects first if needed, in the background; if that fails the notification is lost
+        (and logged at debug level), as with any fire-and-forget message.
+
+        Raises:
+            ClosedError: the client is closed or ending.
+            TypeError: ``params`` cannot be written as JSON.
+            RuntimeError: not connected yet and no event loop is running.
+        """
+        if self._closed or self._ending:
+            raise self._closed_error()
+        self._peer.send_notification(method, params)
+        if self._transport is None:
+            if self._opening is None:
+                self._loop = asyncio.get_running_loop()
+                self._opening = self._loop.create_task(self._connect())
+                self._opening.add_done_callback(self._opened)
+        else:
+            self._schedule_flush()
+
+    @overload
+    def respond(self, method: str) -> Callable[[F], F]: ...
+    @overload
+    def respond(self, method: str, fn: F) -> F: ...
+    def respond(self, method: str, fn: F | None = None) -> F | Callable[[F], F]:
+        """Answer the peer's requests for ``method`` with ``fn(params)``.
+
+        ``fn`` may be sync or async; what it returns (or raises) is the response. A
+        :class:`RemoteError` it raises is sent as is, keeping its code and data; any other
+        exception is sent as an :class:`InternalError` with its message, and logged. Replaces an
+        earlier responder for the same method. Usable as a decorator: ``@client.respond("m")``.
+        """
+        if fn is None:
+
+            def decorator(fn: F) -> F:
+                self._responders[method] = fn
+                return fn
+
+            return decorator
+        self._responders[method] = fn
+        return fn
+
+    def unrespond(self, method: str) -> None:
+        """Stop answering ``method``: the peer's requests for it get a method-not-found error."""
+        self._responders.pop(method, None)
+
+    async def end(self) -> None:
+        """Close gracefully: wait for in-flight work, then close and wait until closed.
+
+        New requests fail with :class:`ClosedError` from the moment this is called; requests
+        already sent still get their responses, and responders already running finish and
+        answer. Then the connection is half-closed, and closes once the peer ends too.
+        """
+        if not self._closed and not self._ending:
+            if self._transport is None:
+                if self._opening is None:
+                    self._mark_closed(None)
+                    return
+                try:
+                    await asyncio.shield(self._opening)
+                except (ConnectError, ClosedError):
+                    return
+            self._ending = True
+            self._maybe_finish_end()
+        await self.wait_closed()
+
+    def destroy(self, err: BaseException | None = None) -> None:
+        """Close at once: pending requests fail with :class:`ClosedError` (caused by ``err``),
+        running async responders are cancelled, and the connection is aborted. Idempotent."""
+        if self._closed:
+            return
+        self._close_error = err
+        for task in list(self._tasks):
+            task.cancel()
+        transport = self._transport
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        self._mark_closed(err)
+        if transport is not None:
+            transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has closed, however that happens."""
+        if self._closed:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._closed_waiter)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.end()
+        else:
+            self.destroy()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        path = address(self.server_id).socket
+        spinup = self._spinup
+        delays = iter(BACKOFF)
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                await open_stream(path, self._protocol)
+                return
+            except OSError as exc:
+                if not is_retryable(exc):
+                    raise ConnectError(
+                        f"cannot connect to jitpc server {self.server_id!r} at {path}: {exc}",
+                        server_id=self.server_id,
+                        path=path,
+                    ) from exc
+                last_error = exc
+            if spinup is not None:
+                hook, spinup = spinup, None
+                try:
+                    started = hook()
+                    if inspect.isawaitable(started):
+                        await started
+                except Exception as exc:
+                    raise ConnectError(
+                        f"the spinup hook for jitpc server {self.server_id!r} failed: {exc!r}",
+                        server_id=self.server_id,
+                        path=path,
+                    ) from exc
+            delay = next(delays, None)
+            if delay is None:
+                raise ConnectError(
+                    f"no jitpc server for {self.server_id!r} at {path} after {tries} tries "
+                    f"over {sum(BACKOFF):.1f} s: {last_error}",
+                    server_id=self.server_id,
+                    path=path,
+                ) from last_error
+            await asyncio.sleep(delay * random.uniform(1 - JITTER, 1 + JITTER))
+
+    def _protocol(self) -> asyncio.Protocol:
+        return self._link
+
+    def _opened(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.debug("jitpc client for %r could not connect: %s", self.server_id, exc)
+            self._close_error = exc
+            self._mark_closed(exc)
+
+    def _closed_error(self) -> BaseException:
+        exc = self._close_error
+        if isinstance(exc, ConnectError):
+            return exc
+        return ClosedError(
+            f"jitpc connection to {self.server_id!r} is "
+            + ("ending" if self._ending and not self._closed else "closed")
+        )
+
+    # -- transport callbacks ---------------------------------------------------------------
+
+    def _connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        if self._closed:
+            transport.abort()
+            return
+        self._transport = transport
+        _shutdown.track(self._loop, self)
+        if self._server is not None:
+            self._server._client_connected(self)
+        self._flush()
+
+    def _data_received(self, data: bytes) -> None:
+        peer = self._peer
+        events = peer.receive_data(data)
+        self._flush_pending = True  # replies made below go out in one write, at the end
+        pending = self._pending
+        for event in events:
+            kind = type(event)
+            if kind is Response:
+                future = pending.pop(event.id, None) if type(event.id) is int else None  # type: ignore[union-attr]
+                if future is not None and not future.done():
+                    future.set_result(event.result)  # type: ignore[union-attr]
+            elif kind is Request or kind is Notification:
+                self._dispatch(event)  # type: ignore[arg-type]
+            elif kind is ErrorResponse:
+                self._error_response(event)  # type: ignore[arg-type]
+            else:
+                assert isinstance(event, BadMessage)
+                logger.warning("jitpc peer %r sent a bad message: %s", self, event.reason)
+        self._flush()
+        if peer.failed:
+            self._fail(ClosedError(f"jitpc peer broke the protocol: {events[-1]}"))
+        elif self._ending:
+            self._maybe_finish_end()
+
+    def _error_response(self, event: ErrorResponse) -> None:
+        id_ = event.id
+        future = self._pending.pop(id_, None) if type(id_) is int else None
+        if future is None:
+            logger.warning("jitpc peer %r reported an error: %s", self, event.error)
+        elif not future.done():
+            future.set_exception(event.error)
+
+    def _eof_received(self) -> bool:
+        # The peer will send nothing more, so nothing pending can be answered: fail it now.
+        self._peer_eof = True
+        for event in self._peer.receive_eof():
+            assert isinstance(event, BadMessage)
+            logger.warning("jitpc peer %r: %s", self, event.reason)
+        self._fail_pending(ClosedError("jitpc peer closed the connection"))
+        if self._eof_sent:
+            assert self._transport is not None
+            self._transport.close()  # both halves are closed now
+            return True
+        self._ending = True
+        self._maybe_finish_end()
+        return True  # keep our half open to send the answers still owed
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed:
+            self._mark_closed(exc)
+
+    def _pause_writing(self) -> None:
+        self._write_paused = True
+
+    def _resume_writing(self) -> None:
+        self._write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _drained(self) -> None:
+        waiter = self._loop.create_future()  # type: ignore[union-attr]
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    # -- answering the peer ----------------------------------------------------------------
+
+    def _dispatch(self, event: Request | Notification) -> None:
+        id_ = event.id if type(event) is Request else None
+        fn = self._responders.get(event.method)
+        if fn is None:
+            if id_ is not None:
+                self._peer.send_error(id_, MethodNotFound(f"Unknown method: {event.method}"))
+            else:
+                logger.debug("jitpc: no responder for notification %r", event.method)
+            return
+        try:
+            result = fn(event.params)
+        except Exception as exc:
+            self._send_exception(id_, event.method, exc)
+            return
+        if inspect.isawaitable(result):
+            task = self._loop.create_task(self._finish(id_, event.method, result))  # type: ignore[union-attr]
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+        elif id_ is not None:
+            self._send_result(id_, result)
+
+    async def _finish(self, id_: Any, method: str, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._send_exception(id_, method, exc)
+        else:
+            if id_ is not None:
+                self._send_result(id_, result)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._closed:
+            self._schedule_flush()
+            if self._ending:
+                self._maybe_finish_end()
+
+    def _send_result(self, id_: Any, result: Any) -> None:
+        try:
+            self._peer.send_result(id_, result)
+        except TypeError as exc:
+            logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
+            self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
+
+    def _send_exception(self, id_: Any, method: str, exc: Exception) -> None:
+        if isinstance(exc, RemoteError):
+            error = exc
+        else:
+            logger.error("jitpc: responder for %r raised", method, exc_info=exc)
+            error = InternalError(str(exc) or type(exc).__name__)
+        if id_ is not None:
+            self._peer.send_error(id_, error)
+
+    # -- writing and closing -----------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_pending and self._loop is not None:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        data = self._peer.data_to_send()
+        if data and self._transport is not None and not self._eof_sent and not self._closed:
+            self._transport.write(data)
+
+    def _maybe_finish_end(self) -> None:
+        if not self._ending or self._eof_sent or self._pending or self._tasks:
+            return
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        self._flush()
+        self._eof_sent = True
+        if self._peer_eof or not transport.can_write_eof():
+            transport.close()
+        else:
+            transport.write_eof()
+
+    def _fail(self, error: ClosedError) -> None:
+        """Close because of a protocol failure; queued bytes (our error reply) still go out."""
+        self._close_error = error
+        for task in list(self._tasks):
+            task.cancel()
+        transport = self._transport
+        self._mark_closed(error)
+        if transport is not None:
+            transport.close()
+
+    def _fail_pending(self, error: ClosedError) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    def _mark_closed(self, cause: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        error = ClosedError(f"jitpc connection to {self.server_id!r} closed")
+        if cause is not None:
+            error.__cause__ = cause
+            if isinstance(cause, ConnectError):
+                self._close_error = cause
+        self._fail_pending(error)
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._drain_waiters = []
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+        if self._server is not None:
+            self._server._client_closed(self)
+
+    def _abort_at_shutdown(self) -> None:
+        self.destroy()
+
+
+def connect(
+    server_id: str,
+    *,
+    spinup: Spinup | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Client:
+    """A client for the jitpc server ``server_id``; it connects at first use.
+
+    No I/O happens here: the first :meth:`Client.request`, :meth:`Client.notify` or
+    :meth:`Client.open` connects, running ``spinup`` (sync or async) once if no server answers
+    the first try, then retrying with back-off. Use it as ``async with connect(id) as client:``
+    to end the connection on exit.
+
+    Args:
+        server_id: the id the server listens on; it names ``<tmpdir>/<id>.sock``.
+        spinup: called at most once, after the first failed try; typically starts the server
+            process (detached) and may or may not wait for it.
+        max_message_bytes: the longest message accepted from the server.
+    """
+    return Client(server_id, spinup=spinup, max_message_bytes=max_message_bytes)

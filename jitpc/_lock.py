@@ -1,0 +1,184 @@
+"""One server per id: an exclusive, non-blocking lock on ``<tmpdir>/<id>.lock``.
+
+The lock must contend with the Node package's lock (PROTOCOL.md §2), so each platform takes the
+same kind of lock Node takes: an open-file-description write lock over the whole file on Linux
+(it conflicts inside one process too, unlike ``fcntl.lockf``), ``flock`` on macOS and the BSDs,
+``LockFileEx`` on Windows. The kernel releases it when the process dies, so a crash never wedges
+an id.
+
+Rules kept here (see research T3 and T5):
+
+1. The file is opened without following a symlink, without truncating, mode 0600, close-on-exec.
+2. A lock file that is not a regular file, or is owned by another user, is an error rather than
+   a silent "another server exists".
+3. After locking, the path must still name the inode we locked: if a temp cleaner (or anyone)
+   unlinked or replaced it between our open and our lock, we try again with the new file.
+4. The lock file is never unlinked: leaving it is what makes rule 3 sufficient.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+
+__all__ = ["Lock", "try_acquire"]
+
+_ATTEMPTS = 16
+
+
+class Lock:
+    """A held id lock. :meth:`release` (or process exit) gives the id up."""
+
+    __slots__ = ("_fd", "dev", "ino", "path")
+
+    def __init__(self, fd: int, path: str, dev: int, ino: int) -> None:
+        self._fd: int | None = fd
+        self.path = path
+        self.dev = dev
+        self.ino = ino
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def still_ours(self) -> bool:
+        """Whether the lock path still names the file we hold locked."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
+
+    def release(self) -> None:
+        """Release the lock; idempotent. Closing the descriptor drops the lock."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+if sys.platform == "win32":
+    import ctypes
+    import msvcrt
+    from ctypes import wintypes
+
+    _LOCKFILE_FAIL_IMMEDIATELY = 0x1
+    _LOCKFILE_EXCLUSIVE_LOCK = 0x2
+    _ERROR_LOCK_VIOLATION = 33
+    _MAXDWORD = 0xFFFFFFFF
+
+    class _Overlapped(ctypes.Structure):
+        _fields_ = [
+            ("Internal", ctypes.c_void_p),
+            ("InternalHigh", ctypes.c_void_p),
+            ("Offset", wintypes.DWORD),
+            ("OffsetHigh", wintypes.DWORD),
+            ("hEvent", wintypes.HANDLE),
+        ]
+
+    _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    _LockFileEx = _kernel32.LockFileEx
+    _LockFileEx.argtypes = [
+        wintypes.HANDLE,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        ctypes.POINTER(_Overlapped),
+    ]
+    _LockFileEx.restype = wintypes.BOOL
+
+    _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_BINARY | os.O_NOINHERIT
+
+    def _try_lock(fd: int) -> bool:
+        handle = msvcrt.get_osfhandle(fd)
+        overlapped = _Overlapped()
+        ok = _LockFileEx(
+            handle,
+            _LOCKFILE_EXCLUSIVE_LOCK | _LOCKFILE_FAIL_IMMEDIATELY,
+            0,
+            _MAXDWORD,
+            _MAXDWORD,
+            ctypes.byref(overlapped),
+        )
+        if ok:
+            return True
+        code = ctypes.get_last_error()
+        if code == _ERROR_LOCK_VIOLATION:
+            return False
+        raise ctypes.WinError(code)
+
+    def _check_owner(st: os.stat_result, path: str) -> None:
+        # Windows has no st_uid; the directory's ACL (the user's %TEMP%) is the barrier there.
+        return None
+
+else:
+    import fcntl
+    import struct
+
+    _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    if sys.platform == "linux":
+        # struct flock {short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid;}
+        # l_start = l_len = 0: the whole file, however far it grows. l_pid must be 0 for OFD locks.
+        _FLOCK = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+
+        def _try_lock(fd: int) -> bool:
+            try:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    return False
+                raise
+            return True
+
+    else:
+
+        def _try_lock(fd: int) -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    return False
+                raise
+            return True
+
+    def _check_owner(st: os.stat_result, path: str) -> None:
+        uid = os.geteuid()
+        if st.st_uid != uid:
+            raise PermissionError(
+                errno.EACCES,
+                f"jitpc lock file is owned by uid {st.st_uid}, not by this user (uid {uid}); "
+                "another user holds this id's path",
+                path,
+            )
+
+
+def try_acquire(path: str) -> Lock | None:
+    """Take the id lock at ``path``; ``None`` if another process (or listener) holds it.
+
+    Raises:
+        OSError: the file cannot be opened or locked (``ELOOP`` for a symlink), is not a regular
+            file, or (POSIX) belongs to another user.
+    """
+    for _ in range(_ATTEMPTS):
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "jitpc lock path is not a regular file", path)
+            _check_owner(st, path)
+            if not _try_lock(fd):
+                os.close(fd)
+                return None
+            lock = Lock(fd, path, st.st_dev, st.st_ino)
+        except BaseException:
+            os.close(fd)
+            raise
+        if lock.still_ours():
+            return lock
+        # The file was unlinked or replaced between our open and our lock: the lock we hold is
+        # on an orphaned inode that nobody else will ever contend for. Start again.
+        lock.release()
+    raise OSError(errno.EAGAIN, "jitpc lock file keeps being replaced under us", path)

@@ -1,0 +1,75 @@
+"""Where a server with a given id lives: the same paths Node's jitpc computes.
+
+A Python and a Node process must agree on these byte for byte, so ``tmpdir`` reimplements
+Node's ``os.tmpdir()`` rather than using :func:`tempfile.gettempdir`, which reads the variables
+in another order and falls back differently (PROTOCOL.md §1).
+"""
+
+from __future__ import annotations
+
+import ntpath
+import os
+import posixpath
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["MAX_SOCKET_PATH_BYTES", "Address", "address", "tmpdir"]
+
+# sun_path is 108 bytes on Linux and 104 on macOS and the BSDs, including the trailing NUL.
+MAX_SOCKET_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
+
+
+def tmpdir(env: Mapping[str, str] | None = None, *, platform: str = sys.platform) -> str:
+    """Node's ``os.tmpdir()``: the directory that holds jitpc's lock (and socket) files."""
+    if env is None:
+        env = os.environ
+    if platform == "win32":
+        path = env.get("TEMP") or env.get("TMP")
+        if not path:
+            root = env.get("SystemRoot") or env.get("windir") or ""
+            path = root + "\\temp"
+        if len(path) > 1 and path.endswith("\\") and not path.endswith(":\\"):
+            path = path[:-1]
+        return path
+    path = env.get("TMPDIR") or env.get("TMP") or env.get("TEMP") or "/tmp"
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """The socket (or pipe) and lock file of one server id."""
+
+    server_id: str
+    socket: str
+    lock: str
+
+
+def address(
+    server_id: str, env: Mapping[str, str] | None = None, *, platform: str = sys.platform
+) -> Address:
+    """The socket and lock paths for ``server_id``, as Node jitpc 2.x computes them.
+
+    Raises:
+        ValueError: the id is empty or holds a NUL, or the socket path would be longer than the
+            platform's limit for Unix socket paths.
+    """
+    if not server_id or "\0" in server_id:
+        raise ValueError(f"a jitpc id must be a non-empty string without NUL, not {server_id!r}")
+    base = tmpdir(env, platform=platform)
+    # Node builds the paths with path.join(), which also normalises "..", "." and "//".
+    if platform == "win32":
+        lock = ntpath.normpath(base + "\\" + server_id) + ".lock"
+        return Address(server_id, "\\\\.\\pipe\\" + server_id, lock)
+    prefix = posixpath.normpath(base + "/" + server_id)
+    sock = prefix + ".sock"
+    size = len(os.fsencode(sock))
+    if size > MAX_SOCKET_PATH_BYTES:
+        raise ValueError(
+            f"the socket path for jitpc id {server_id!r} is {size} bytes, over this platform's "
+            f"limit of {MAX_SOCKET_PATH_BYTES} for Unix socket paths: {sock!r}. Use a shorter id "
+            "or point TMPDIR at a shorter directory."
+        )
+    return Address(server_id, sock, prefix + ".lock")

@@ -1,0 +1,283 @@
+"""The jitpc protocol core: bytes in, events out; calls in, bytes out. No I/O.
+
+This module never touches a socket, a file or an event loop, so it can be tested byte by byte
+and reused by any I/O layer. The integration contract:
+
+* Feed every chunk read from the connection to :meth:`Peer.receive_data` and, at end of stream,
+  call :meth:`Peer.receive_eof`. Both return the :data:`Event` objects that the bytes completed,
+  in order.
+* Call :meth:`Peer.send_request`, :meth:`Peer.send_notification`, :meth:`Peer.send_result` and
+  :meth:`Peer.send_error` to queue outgoing messages. They only encode and queue.
+* After either kind of call, write whatever :meth:`Peer.data_to_send` returns. The core queues
+  replies of its own (a parse error for a line that is not JSON, for example), so check it after
+  receiving too.
+* When :attr:`Peer.failed` becomes true (a message over the size limit), write the queued
+  bytes and close the connection: the rest of that line must never be read as a message.
+
+Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
+
+1. A message is one JSON object on one line; ``\\r\\n`` is accepted; a blank line is ignored.
+2. An object with a truthy ``method`` is a request when its ``id`` is truthy and a notification
+   otherwise (Node sends ``"id":0`` for notifications). Any other object is a response.
+3. A response with a truthy ``error`` is an error response; otherwise its ``result`` (absent
+   means ``null``) is the outcome.
+4. A line that is not JSON is answered with a -32700 error, and JSON that is not a message with
+   -32600, both with ``"id":null``; the connection stays usable because the framing is intact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic_core import PydanticSerializationError, from_json, to_json
+
+from ._errors import InvalidRequest, ParseError, RemoteError
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "BadMessage",
+    "ErrorResponse",
+    "Event",
+    "Notification",
+    "Peer",
+    "Request",
+    "Response",
+    "encode",
+]
+
+DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+
+
+@dataclass(slots=True, frozen=True)
+class Request:
+    """The peer asks us to run ``method`` and answer with its ``id``. Don't subclass."""
+
+    id: Any
+    method: str
+    params: Any
+
+
+@dataclass(slots=True, frozen=True)
+class Notification:
+    """The peer asks us to run ``method`` and expects no answer. Don't subclass."""
+
+    method: str
+    params: Any
+
+
+@dataclass(slots=True, frozen=True)
+class Response:
+    """The peer answered our request ``id`` with a result. Don't subclass."""
+
+    id: Any
+    result: Any
+
+
+@dataclass(slots=True, frozen=True)
+class ErrorResponse:
+    """The peer answered our request ``id`` (or ``None``: a message it could not read) with an
+    error. Don't subclass."""
+
+    id: Any
+    error: RemoteError
+
+
+@dataclass(slots=True, frozen=True)
+class BadMessage:
+    """The peer sent something that is not a message; ``fatal`` means the connection must close.
+
+    Any reply owed has already been queued. Don't subclass.
+    """
+
+    reason: str
+    fatal: bool = False
+
+
+Event = Request | Notification | Response | ErrorResponse | BadMessage
+
+_VERSION: Final = "2.0"
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as a line of compact JSON.
+
+    Raises:
+        TypeError: the message holds something that cannot be written as JSON (an unknown type,
+            a string with a lone surrogate).
+    """
+    try:
+        return to_json(message, inf_nan_mode="null") + b"\n"
+    except PydanticSerializationError as exc:
+        raise TypeError(f"cannot encode as JSON: {exc}") from None
+
+
+class Peer:
+    """One end of a jitpc connection, without the I/O.
+
+    Args:
+        max_message_bytes: the longest line accepted; a longer one is answered with a -32600
+            error and fails the connection.
+    """
+
+    __slots__ = ("_buf", "_closed", "_next_id", "_out", "failed", "max_message_bytes")
+
+    def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        if max_message_bytes < 1:
+            raise ValueError("max_message_bytes must be positive")
+        self.max_message_bytes = max_message_bytes
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._next_id = 1
+        self._closed = False
+        #: True once the peer broke the framing; the connection must be closed.
+        self.failed = False
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Take bytes read from the connection; return the events they complete."""
+        if self._closed or not data:
+            return []
+        buf = self._buf
+        if b"\n" not in data:
+            # Only the new bytes are scanned, and appended in place: a trickle of single bytes
+            # costs linear time, not quadratic.
+            buf += data
+            if len(buf) > self.max_message_bytes:
+                return [self._too_large()]
+            return []
+        if buf:
+            buf += data
+            data = bytes(buf)
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            self._buf = bytearray(rest)
+        elif buf:
+            buf.clear()
+        events: list[Event] = []
+        limit = self.max_message_bytes
+        for line in lines:
+            if len(line) > limit:
+                events.append(self._too_large())
+                return events
+            event = self._receive_line(line)
+            if event is not None:
+                events.append(event)
+        if len(rest) > limit:
+            events.append(self._too_large())
+        return events
+
+    def receive_eof(self) -> list[Event]:
+        """The peer will send nothing more. Idempotent; a partial last line is dropped."""
+        if self._closed:
+            return []
+        self._closed = True
+        if self._buf.strip():
+            self._buf = bytearray()
+            return [BadMessage("the stream ended in the middle of a message")]
+        return []
+
+    def _too_large(self) -> BadMessage:
+        self._closed = True
+        self.failed = True
+        self._buf = bytearray()
+        reason = f"message larger than {self.max_message_bytes} bytes"
+        self._queue_error(None, InvalidRequest(reason))
+        return BadMessage(reason, fatal=True)
+
+    def _receive_line(self, line: bytes) -> Event | None:
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        if not line:
+            return None
+        try:
+            msg = from_json(line, allow_inf_nan=False)
+        except ValueError as exc:
+            if not line.strip():
+                return None
+            reason = f"invalid JSON: {exc}"
+            self._queue_error(None, ParseError(reason))
+            return BadMessage(reason)
+        if type(msg) is not dict:
+            reason = f"a message must be a JSON object, not {type(msg).__name__}"
+            self._queue_error(None, InvalidRequest(reason))
+            return BadMessage(reason)
+        method = msg.get("method")
+        if method:
+            id_ = msg.get("id")
+            if type(method) is not str:
+                reason = f"method must be a string, not {method!r}"
+                self._queue_error(id_ or None, InvalidRequest(reason))
+                return BadMessage(reason)
+            if id_:
+                return Request(id_, method, msg.get("params"))
+            return Notification(method, msg.get("params"))
+        error = msg.get("error")
+        if error:
+            return ErrorResponse(msg.get("id"), RemoteError.from_wire(error))
+        return Response(msg.get("id"), msg.get("result"))
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send_request(self, method: str, params: Any = None) -> int:
+        """Queue a request; return its id, which the response will carry.
+
+        Raises:
+            TypeError: ``params`` cannot be written as JSON (nothing is queued then).
+        """
+        id_ = self._next_id
+        msg: dict[str, Any] = {"jsonrpc": _VERSION, "id": id_, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self._out.append(encode(msg))
+        self._next_id = id_ + 1
+        return id_
+
+    def send_notification(self, method: str, params: Any = None) -> None:
+        """Queue a notification (a request that gets no response).
+
+        Raises:
+            TypeError: ``params`` cannot be written as JSON (nothing is queued then).
+        """
+        msg: dict[str, Any] = {"jsonrpc": _VERSION, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self._out.append(encode(msg))
+
+    def send_result(self, id_: Any, result: Any) -> None:
+        """Queue the successful response to the peer's request ``id_``.
+
+        Raises:
+            TypeError: ``result`` cannot be written as JSON (nothing is queued then).
+        """
+        self._out.append(encode({"jsonrpc": _VERSION, "id": id_, "result": result}))
+
+    def send_error(self, id_: Any, error: RemoteError) -> None:
+        """Queue an error response to the peer's request ``id_``.
+
+        An error whose ``data`` cannot be written as JSON is sent without it.
+        """
+        self._queue_error(id_, error)
+
+    def _queue_error(self, id_: Any, error: RemoteError) -> None:
+        wire = error.to_wire()
+        try:
+            line = encode({"jsonrpc": _VERSION, "id": id_, "error": wire})
+        except TypeError:
+            # Unencodable data, or a lone surrogate in a string: send what can be sent.
+            code = error.code if type(error.code) is int else None
+            message = error.message.encode("utf-8", "backslashreplace").decode("utf-8")
+            line = encode(
+                {"jsonrpc": _VERSION, "id": id_, "error": {"code": code, "message": message}}
+            )
+        self._out.append(line)
+
+    def data_to_send(self) -> bytes:
+        """The bytes queued since the last call (``b""`` if none)."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)

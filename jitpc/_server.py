@@ -1,0 +1,303 @@
+"""``listen()`` and the :class:`Server`: one per id, spinning itself down when idle.
+
+Shutdown order matters (research T4, T7): stop the timer, stop accepting, close the clients,
+remove the socket file if it is still ours, and only then release the lock, so that a server
+starting as this one closes never loses its socket to us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Literal, TypeVar
+
+from . import _shutdown
+from ._client import Client
+from ._lock import Lock, try_acquire
+from ._paths import address
+from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
+from ._transport import Listener, serve
+
+__all__ = ["OnClient", "Server", "listen"]
+
+logger = logging.getLogger("jitpc")
+
+#: Called with each new client; may be async (the client's messages wait until it returns).
+OnClient = Callable[[Client], Awaitable[object] | object]
+SpindownHook = Callable[[], Awaitable[object] | object]
+OnError = Callable[[BaseException], object]
+
+C = TypeVar("C", bound=OnClient)
+
+
+class Server:
+    """A jitpc server: the single holder of its id until it closes.
+
+    Made by :func:`listen`. Use it as ``async with server:`` to close it on exit, or await
+    :meth:`wait_closed` to serve until it spins down.
+    """
+
+    def __init__(
+        self,
+        server_id: str,
+        *,
+        spindown: SpindownHook | Literal[False] | None,
+        spindown_timeout: float,
+        on_error: OnError | None,
+        max_message_bytes: int,
+        _lock: Lock,
+    ) -> None:
+        self.id = server_id
+        self._spindown_hook = spindown if spindown is not False else None
+        self._spindown_enabled = spindown is not False
+        self._spindown_timeout = spindown_timeout
+        self._on_error = on_error
+        self._max_message_bytes = max_message_bytes
+        self._lock = _lock
+        self._listener: Listener | None = None
+        self._on_client: list[OnClient] = []
+        self._clients: dict[int, Client] = {}
+        self._free_ids: list[int] = []
+        self._next_id = 0
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._spindown_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._closed = self._loop.create_future()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else f"{len(self._clients)} clients"
+        return f"<jitpc.Server id={self.id!r} {state}>"
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun (by a call or by spindown)."""
+        return self._closing is not None or self._closed.done()
+
+    @property
+    def clients(self) -> list[Client]:
+        """The connected clients, by id."""
+        return [self._clients[i] for i in sorted(self._clients)]
+
+    def client_by_id(self, client_id: int) -> Client | None:
+        """The connected client with this server-side id, if any."""
+        return self._clients.get(client_id)
+
+    def on_client(self, fn: C) -> C:
+        """Call ``fn(client)`` for each new client; returns ``fn`` (usable as a decorator).
+
+        If ``fn`` is async, the client's messages are not read until it returns, so it can
+        register responders first.
+        """
+        self._on_client.append(fn)
+        return fn
+
+    async def close(self) -> None:
+        """Stop serving: close every client (their pending requests fail), remove the socket,
+        release the id. Idempotent; concurrent calls wait for the same close."""
+        if self._closing is None:
+            self._closing = self._loop.create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def wait_closed(self) -> None:
+        """Wait until the server has closed (after :meth:`close` or spindown)."""
+        await asyncio.shield(self._closed)
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def _accept(self) -> asyncio.Protocol:
+        if self._free_ids:
+            client_id = heapq.heappop(self._free_ids)
+        else:
+            client_id = self._next_id
+            self._next_id += 1
+        client = Client(
+            self.id, max_message_bytes=self._max_message_bytes, _server=self, _id=client_id
+        )
+        self._clients[client_id] = client
+        return client._link
+
+    def _client_connected(self, client: Client) -> None:
+        self._cancel_timer()
+        if self._closing is not None:
+            client.destroy()
+            return
+        for fn in self._on_client:
+            try:
+                result = fn(client)
+            except Exception as exc:
+                self._report(exc, f"on_client callback {fn!r} raised")
+                continue
+            if inspect.isawaitable(result):
+                self._run_on_client(client, fn, result)
+
+    def _run_on_client(self, client: Client, fn: OnClient, awaitable: Awaitable[object]) -> None:
+        transport = client._transport
+        assert transport is not None
+        transport.pause_reading()
+
+        async def run() -> None:
+            try:
+                await awaitable
+            except Exception as exc:
+                self._report(exc, f"on_client callback {fn!r} raised")
+            finally:
+                if not client.closed and not transport.is_closing():
+                    transport.resume_reading()
+
+        task = self._loop.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _client_closed(self, client: Client) -> None:
+        if self._clients.get(client.id) is client:
+            del self._clients[client.id]
+            heapq.heappush(self._free_ids, client.id)
+        if not self._clients and self._closing is None:
+            self._start_timer()
+
+    # -- spindown --------------------------------------------------------------------------
+
+    def _start_timer(self) -> None:
+        self._cancel_timer()
+        if self._spindown_enabled and self._spindown_task is None:
+            self._timer = self._loop.call_later(self._spindown_timeout, self._timer_fired)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if not self._clients and self._closing is None and self._spindown_task is None:
+            self._spindown_task = self._loop.create_task(self._spin_down())
+
+    async def _spin_down(self) -> None:
+        try:
+            if self._spindown_hook is not None:
+                try:
+                    result = self._spindown_hook()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    self._report(exc, "spindown hook raised; the server stays open")
+                    return
+            if self._clients:
+                return  # a client arrived while the hook ran: keep serving it
+            await self.close()
+        finally:
+            self._spindown_task = None
+
+    def _report(self, exc: BaseException, what: str) -> None:
+        logger.error("jitpc server %r: %s", self.id, what, exc_info=exc)
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                logger.exception("jitpc server %r: on_error callback raised", self.id)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def _close(self) -> None:
+        self._cancel_timer()
+        listener = self._listener
+        try:
+            if listener is not None:
+                listener.close()
+            for client in list(self._clients.values()):
+                client.destroy()
+            for task in list(self._tasks):
+                task.cancel()
+            if listener is not None:
+                await listener.wait_closed()
+        finally:
+            self._lock.release()
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+    def _abort_at_shutdown(self) -> None:
+        self._cancel_timer()
+        if self._listener is not None:
+            self._listener.close()
+        for client in list(self._clients.values()):
+            client.destroy()
+        self._lock.release()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+async def listen(
+    server_id: str,
+    *,
+    on_client: OnClient | None = None,
+    spindown: SpindownHook | Literal[False] | None = None,
+    spindown_timeout: float = 5.0,
+    on_error: OnError | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Server | None:
+    """Serve ``server_id``, unless another process (Node or Python) already does.
+
+    Takes the id's lock file, removes a stale socket left by a crashed server, and listens.
+
+    Args:
+        server_id: the id clients connect to; it names ``<tmpdir>/<id>.sock`` and ``.lock``.
+        on_client: called with each new :class:`Client` (see :meth:`Server.on_client`).
+        spindown: called (sync or async) when the server has had no client for
+            ``spindown_timeout`` seconds, before it closes; if it raises, the error is logged and
+            passed to ``on_error`` and the server stays open. ``False`` disables spindown.
+        spindown_timeout: idle seconds before spindown, counted from start and from each time
+            the last client leaves.
+        on_error: called with errors that have no caller to go to (spindown hook, on_client).
+        max_message_bytes: the longest message accepted from a client.
+
+    Returns:
+        The server, or ``None`` if the id is already served (a second ``listen`` for a held id
+        in the same process also gets ``None``).
+
+    Raises:
+        OSError: the lock or socket file cannot be used (a symlink, another user's file).
+        ValueError: the id gives an unusable socket path.
+    """
+    addr = address(server_id)
+    os.makedirs(os.path.dirname(addr.lock) or ".", exist_ok=True)
+    lock = try_acquire(addr.lock)
+    if lock is None:
+        return None
+    try:
+        server = Server(
+            server_id,
+            spindown=spindown,
+            spindown_timeout=spindown_timeout,
+            on_error=on_error,
+            max_message_bytes=max_message_bytes,
+            _lock=lock,
+        )
+        if on_client is not None:
+            server.on_client(on_client)
+        server._listener = await serve(addr.socket, server._accept)
+    except BaseException:
+        lock.release()
+        raise
+    _shutdown.track(server._loop, server)
+    server._start_timer()
+    return server

@@ -1,0 +1,190 @@
+"""The platform seam: open and serve a local stream endpoint (Unix socket or named pipe).
+
+Everything above this module sees an :class:`asyncio.Protocol` fed by a transport, whatever the
+platform. The server side is only ever called while holding the id lock, which is what entitles
+it to remove a stale socket file (PROTOCOL.md §2, research T4):
+
+1. A stale path is removed only if it is a socket owned by this user; anything else is an error.
+2. The socket is bound under umask 0177, so it is 0600 from its first instant (T10).
+3. On close, the socket file is unlinked only if the path still names the socket we bound, so a
+   closing server never removes the socket of a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import stat
+import sys
+from collections.abc import Callable
+from typing import cast
+
+__all__ = ["Listener", "is_retryable", "open_stream", "serve"]
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
+
+#: Listen backlog: Node's default. A full backlog makes connects fail or (Linux) half-succeed.
+BACKLOG = 511
+
+
+class Listener:
+    """A bound, listening endpoint; :meth:`close` stops it and removes what it created."""
+
+    def __init__(self, server: asyncio.AbstractServer, path: str, identity: tuple[int, int] | None):
+        self._server = server
+        self.path = path
+        self._identity = identity
+
+    def still_ours(self) -> bool:
+        """Whether the endpoint's path still names what we bound (a cleaner may have removed it)."""
+        return _identity(self.path) == self._identity if self._identity is not None else True
+
+    def close(self) -> None:
+        """Stop accepting, and remove the socket file if it is still ours. Idempotent."""
+        self._server.close()
+        if self._identity is not None and self.still_ours():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self._identity = None
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_closed()
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+if sys.platform == "win32":
+    _RETRYABLE = frozenset({errno.ENOENT, errno.EAGAIN, errno.ECONNREFUSED})
+    _ERROR_FILE_NOT_FOUND = 2
+    _ERROR_PIPE_BUSY = 231
+
+    def is_retryable(exc: OSError) -> bool:
+        """Whether a failed connect may succeed later (no server yet, or a busy one)."""
+        return exc.errno in _RETRYABLE or getattr(exc, "winerror", None) in (
+            _ERROR_FILE_NOT_FOUND,
+            _ERROR_PIPE_BUSY,
+        )
+
+    def _proactor() -> asyncio.ProactorEventLoop:
+        loop = asyncio.get_running_loop()
+        if not isinstance(loop, asyncio.ProactorEventLoop):
+            raise RuntimeError(
+                "jitpc on Windows needs asyncio's ProactorEventLoop (the default) for named pipes"
+            )
+        return loop
+
+    def _as_stream(factory: ProtocolFactory) -> Callable[[], asyncio.StreamReaderProtocol]:
+        return cast("Callable[[], asyncio.StreamReaderProtocol]", factory)
+
+    async def open_stream(path: str, factory: ProtocolFactory) -> asyncio.BaseTransport:
+        """Connect to the named pipe at ``path``."""
+        # typeshed narrows the factory to StreamReaderProtocol; any Protocol works.
+        transport, _ = await _proactor().create_pipe_connection(_as_stream(factory), path)
+        return transport
+
+    class _PipeServer(asyncio.AbstractServer):
+        def __init__(self, servers: list[asyncio.windows_events.PipeServer]) -> None:
+            self._servers = servers
+            self._closed = asyncio.Event()
+
+        def close(self) -> None:
+            for server in self._servers:
+                server.close()
+            self._closed.set()
+
+        async def wait_closed(self) -> None:
+            await self._closed.wait()
+
+        def get_loop(self) -> asyncio.AbstractEventLoop:
+            return asyncio.get_running_loop()
+
+        def is_serving(self) -> bool:
+            return not self._closed.is_set()
+
+        async def start_serving(self) -> None:
+            return None
+
+        async def serve_forever(self) -> None:
+            await self._closed.wait()
+
+    async def serve(path: str, factory: ProtocolFactory) -> Listener:
+        """Serve the named pipe at ``path``. The caller must hold the id lock."""
+        servers = await _proactor().start_serving_pipe(_as_stream(factory), path)
+        return Listener(_PipeServer(servers), path, None)
+
+else:
+    _RETRYABLE = frozenset(
+        {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ENOTCONN, errno.ECONNRESET}
+    )
+
+    def is_retryable(exc: OSError) -> bool:
+        """Whether a failed connect may succeed later (no server yet, or a full backlog)."""
+        return exc.errno in _RETRYABLE
+
+    async def open_stream(path: str, factory: ProtocolFactory) -> asyncio.BaseTransport:
+        """Connect to the Unix socket at ``path``."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, path)
+            # On Linux a full backlog makes connect() fail with EAGAIN, which asyncio takes for
+            # "in progress" and then reports as success on an unconnected socket (research T15).
+            # getpeername() tells the difference: ENOTCONN, which the caller retries.
+            sock.getpeername()
+            transport, _ = await loop.create_unix_connection(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return transport
+
+    def _remove_stale(path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(
+                errno.EEXIST, "jitpc socket path exists and is not a socket", path
+            )
+        uid = os.geteuid()
+        if st.st_uid != uid:
+            raise PermissionError(
+                errno.EACCES,
+                f"jitpc socket file is owned by uid {st.st_uid}, not by this user (uid {uid})",
+                path,
+            )
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    async def serve(path: str, factory: ProtocolFactory) -> Listener:
+        """Serve the Unix socket at ``path``. The caller must hold the id lock."""
+        loop = asyncio.get_running_loop()
+        _remove_stale(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(old_umask)
+            identity = _identity(path)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            server = await loop.create_unix_server(factory, sock=sock, backlog=BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        return Listener(server, path, identity)
