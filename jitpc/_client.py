@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from . import _shutdown
 from ._errors import ClosedError, ConnectError, InternalError, MethodNotFound, RemoteError
@@ -113,6 +113,8 @@ class Client:
         self._flush_pending = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._held: list[bytes] | None = None
+        self._holds = 0
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._transport else "not connected"
@@ -350,7 +352,8 @@ class Client:
     # -- transport callbacks ---------------------------------------------------------------
 
     def _connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence no isinstance).
+        transport = cast(asyncio.Transport, transport)
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         if self._closed:
@@ -362,7 +365,31 @@ class Client:
             self._server._client_connected(self)
         self._flush()
 
+    def _hold(self) -> None:
+        """Read nothing into the core until as many :meth:`_release` calls (async on_client)."""
+        self._holds += 1
+        if self._held is None:
+            self._held = []
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def _release(self) -> None:
+        self._holds -= 1
+        if self._holds:
+            return
+        held, self._held = self._held, None
+        if self._closed or self._transport is None:
+            return
+        self._transport.resume_reading()
+        for data in held or ():
+            if not self._closed:
+                self._data_received(data)
+
     def _data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            # Some loops (uvloop) deliver data read before pause_reading() took effect.
+            self._held.append(data)
+            return
         peer = self._peer
         events = peer.receive_data(data)
         self._flush_pending = True  # replies made below go out in one write, at the end

@@ -151,9 +151,7 @@ class Server:
                 self._run_on_client(client, fn, result)
 
     def _run_on_client(self, client: Client, fn: OnClient, awaitable: Awaitable[object]) -> None:
-        transport = client._transport
-        assert transport is not None
-        transport.pause_reading()
+        client._hold()
 
         async def run() -> None:
             try:
@@ -161,8 +159,7 @@ class Server:
             except Exception as exc:
                 self._report(exc, f"on_client callback {fn!r} raised")
             finally:
-                if not client.closed and not transport.is_closing():
-                    transport.resume_reading()
+                client._release()
 
         task = self._loop.create_task(run())
         self._tasks.add(task)

@@ -1,0 +1,65 @@
+"""Where a server lives: the same paths Node's jitpc computes (PROTOCOL.md §1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jitpc._paths import address, tmpdir
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "/tmp"),
+        ({"TMPDIR": "/a", "TMP": "/b", "TEMP": "/c"}, "/a"),
+        ({"TMPDIR": "", "TMP": "/b", "TEMP": "/c"}, "/b"),
+        ({"TMP": "/b", "TEMP": "/c"}, "/b"),
+        ({"TEMP": "/c"}, "/c"),
+        ({"TMPDIR": "/a/"}, "/a"),
+        ({"TMPDIR": "/a//"}, "/a/"),
+        ({"TMPDIR": "/"}, "/"),
+    ],
+)
+def test_posix_tmpdir_follows_node(env: dict[str, str], expected: str) -> None:
+    assert tmpdir(env, platform="linux") == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TEMP": "C:\\T", "TMP": "C:\\U"}, "C:\\T"),
+        ({"TMP": "C:\\U\\"}, "C:\\U"),
+        ({"TEMP": "C:\\"}, "C:\\"),
+        ({"SystemRoot": "C:\\Windows"}, "C:\\Windows\\temp"),
+        ({"windir": "D:\\Win"}, "D:\\Win\\temp"),
+    ],
+)
+def test_windows_tmpdir_follows_node(env: dict[str, str], expected: str) -> None:
+    assert tmpdir(env, platform="win32") == expected
+
+
+def test_posix_address() -> None:
+    addr = address("my-app", {"TMPDIR": "/run/user/1000/"}, platform="linux")
+    assert (addr.socket, addr.lock) == ("/run/user/1000/my-app.sock", "/run/user/1000/my-app.lock")
+
+
+def test_address_normalises_like_node_path_join() -> None:
+    addr = address("a/../b", {"TMPDIR": "/tmp"}, platform="linux")
+    assert addr.socket == "/tmp/b.sock"
+
+
+def test_windows_address() -> None:
+    addr = address("my-app", {"TEMP": "C:\\Users\\me\\AppData\\Local\\Temp"}, platform="win32")
+    assert addr.socket == "\\\\.\\pipe\\my-app"
+    assert addr.lock == "C:\\Users\\me\\AppData\\Local\\Temp\\my-app.lock"
+
+
+def test_too_long_socket_path_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="over this platform's limit"):
+        address("x" * 200, {"TMPDIR": "/tmp"}, platform="linux")
+
+
+@pytest.mark.parametrize("bad", ["", "a\0b"])
+def test_unusable_ids_are_rejected(bad: str) -> None:
+    with pytest.raises(ValueError, match="non-empty string"):
+        address(bad)

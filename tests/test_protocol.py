@@ -1,0 +1,244 @@
+"""The I/O-free protocol core, byte by byte: no sockets here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic_core import from_json
+
+from jitpc import InvalidRequest, MethodNotFound, RemoteError
+from jitpc._protocol import (
+    BadMessage,
+    ErrorResponse,
+    Event,
+    Notification,
+    Peer,
+    Request,
+    Response,
+)
+
+
+def feed(peer: Peer, data: bytes, split: str) -> list[Event]:
+    """Feed ``data`` whole, one byte at a time, or in two uneven halves."""
+    if split == "whole":
+        return peer.receive_data(data)
+    if split == "bytes":
+        return [event for i in range(len(data)) for event in peer.receive_data(data[i : i + 1])]
+    cut = len(data) // 3
+    return peer.receive_data(data[:cut]) + peer.receive_data(data[cut:])
+
+
+def replies(peer: Peer) -> list[Any]:
+    return [from_json(line) for line in peer.data_to_send().splitlines()]
+
+
+SPLITS = ["whole", "bytes", "thirds"]
+
+# Node jitpc's own bytes (PROTOCOL.md §4) and what they must become.
+WIRE: list[tuple[bytes, Event]] = [
+    (
+        b'{"method":"inc","params":{"key":"my-counter"},"id":7}\n',
+        Request(7, "inc", {"key": "my-counter"}),
+    ),
+    (b'{"method":"log","params":{"line":"hi"},"id":0}\n', Notification("log", {"line": "hi"})),
+    (b'{"method":"log"}\n', Notification("log", None)),
+    (b'{"method":"m","id":null}\r\n', Notification("m", None)),
+    (b'{"method":"m","id":"abc"}\n', Request("abc", "m", None)),
+    (
+        b'{"result":{"id":"x","count":1},"error":null,"id":7}\n',
+        Response(7, {"id": "x", "count": 1}),
+    ),
+    (b'{"error":null,"id":2}\n', Response(2, None)),
+]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize(("wire", "event"), WIRE)
+def test_node_messages_classify(wire: bytes, event: Event, split: str) -> None:
+    peer = Peer()
+    assert feed(peer, wire, split) == [event]
+    assert peer.data_to_send() == b""
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_node_error_response(split: str) -> None:
+    wire = (
+        b'{"result":null,"error":{"message":"boom","code":"E_BOOM",'
+        b'"stack":"Error: boom\\n    at x"},"id":3}\n'
+    )
+    [event] = feed(Peer(), wire, split)
+    assert isinstance(event, ErrorResponse)
+    assert event.id == 3
+    assert type(event.error) is RemoteError
+    assert (event.error.message, event.error.code) == ("boom", "E_BOOM")
+    assert event.error.stack == "Error: boom\n    at x"
+
+
+def test_standard_codes_pick_their_class() -> None:
+    [event] = Peer().receive_data(b'{"error":{"code":-32601,"message":"no"},"id":1}\n')
+    assert isinstance(event, ErrorResponse)
+    assert type(event.error) is MethodNotFound
+    assert event.error.code == -32601
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_many_messages_in_one_stream(split: str) -> None:
+    wire = b"".join(w for w, _ in WIRE) * 3
+    assert feed(Peer(), wire, split) == [e for _, e in WIRE] * 3
+
+
+def test_partial_line_waits_for_the_rest() -> None:
+    peer = Peer()
+    assert peer.receive_data(b'{"method":"a","id":1}\n{"meth') == [Request(1, "a", None)]
+    assert peer.receive_data(b'od":"b","id":2}') == []
+    assert peer.receive_data(b"\n") == [Request(2, "b", None)]
+
+
+def test_blank_lines_are_ignored() -> None:
+    peer = Peer()
+    assert peer.receive_data(b'\n\r\n{"method":"a","id":1}\n\n') == [Request(1, "a", None)]
+    assert peer.data_to_send() == b""
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_garbage_gets_parse_error_and_stream_goes_on(split: str) -> None:
+    peer = Peer()
+    events = feed(peer, b'not json\n{"method":"a","id":1}\n', split)
+    assert isinstance(events[0], BadMessage) and not events[0].fatal
+    assert events[1:] == [Request(1, "a", None)]
+    [reply] = replies(peer)
+    assert reply["id"] is None
+    assert reply["error"]["code"] == -32700
+
+
+@pytest.mark.parametrize(
+    "line", [b"[1,2]", b"42", b'"x"', b"null", b"[]", b'[{"method":"a","id":1}]']
+)
+def test_non_object_json_is_invalid_request(line: bytes) -> None:
+    peer = Peer()
+    [event] = peer.receive_data(line + b"\n")
+    assert isinstance(event, BadMessage)
+    [reply] = replies(peer)
+    assert (reply["id"], reply["error"]["code"]) == (None, -32600)
+
+
+def test_non_string_method_is_invalid_request_answered_with_its_id() -> None:
+    peer = Peer()
+    [event] = peer.receive_data(b'{"method":5,"id":9}\n')
+    assert isinstance(event, BadMessage)
+    [reply] = replies(peer)
+    assert (reply["id"], reply["error"]["code"]) == (9, -32600)
+
+
+@pytest.mark.parametrize("line", [b'{"a":NaN}', b'{"a":Infinity}', b'{"a":-Infinity}'])
+def test_non_finite_numbers_are_parse_errors(line: bytes) -> None:
+    peer = Peer()
+    [event] = peer.receive_data(line + b"\n")
+    assert isinstance(event, BadMessage)
+    assert replies(peer)[0]["error"]["code"] == -32700
+
+
+def test_invalid_utf8_is_a_parse_error() -> None:
+    peer = Peer()
+    [event] = peer.receive_data(b'{"method":"\xff","id":1}\n')
+    assert isinstance(event, BadMessage)
+    assert replies(peer)[0]["error"]["code"] == -32700
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_oversized_line_fails_the_connection_and_its_tail_never_runs(split: str) -> None:
+    # Research T14: the tail of an over-long line must never be read as a message.
+    peer = Peer(max_message_bytes=64)
+    smuggled = b'{"jsonrpc":"2.0","method":"smuggled","id":1}\n'
+    events = feed(peer, b"x" * 80 + smuggled, split)
+    assert [type(e) for e in events] == [BadMessage]
+    assert isinstance(events[0], BadMessage) and events[0].fatal
+    assert peer.failed
+    [reply] = replies(peer)
+    assert (reply["id"], reply["error"]["code"]) == (None, InvalidRequest.CODE)
+    assert peer.receive_data(smuggled) == []
+
+
+def test_line_at_the_limit_is_accepted() -> None:
+    line = b'{"method":"a","id":1}'
+    peer = Peer(max_message_bytes=len(line))
+    assert peer.receive_data(line + b"\n") == [Request(1, "a", None)]
+    assert not peer.failed
+
+
+def test_eof_mid_message_is_not_a_message() -> None:
+    peer = Peer()
+    assert peer.receive_data(b'{"method":"a","id":1}') == []
+    [event] = peer.receive_eof()
+    assert isinstance(event, BadMessage)
+    assert peer.receive_eof() == []
+    assert peer.receive_data(b"\n") == []
+    assert peer.data_to_send() == b""
+
+
+def test_byte_trickle_is_linear() -> None:
+    # 200 KiB one byte at a time: quadratic copying would take minutes, linear takes a moment.
+    line = b'{"method":"a","params":"' + b"x" * 200_000 + b'","id":1}\n'
+    peer = Peer()
+    events = [e for i in range(len(line)) for e in peer.receive_data(line[i : i + 1])]
+    assert events == [Request(1, "a", "x" * 200_000)]
+
+
+def test_outgoing_messages_and_ids() -> None:
+    peer = Peer()
+    assert peer.send_request("inc", {"key": "a"}) == 1
+    assert peer.send_request("inc") == 2
+    peer.send_notification("log", ["hi"])
+    peer.send_result(7, {"count": 1})
+    peer.send_result("s", None)
+    peer.send_error(3, MethodNotFound("Unknown method: x"))
+    out = peer.data_to_send()
+    assert out.endswith(b"\n") and out.count(b"\n") == 6
+    assert replies(peer) == []
+    assert [from_json(line) for line in out.splitlines()] == [
+        {"jsonrpc": "2.0", "id": 1, "method": "inc", "params": {"key": "a"}},
+        {"jsonrpc": "2.0", "id": 2, "method": "inc"},
+        {"jsonrpc": "2.0", "method": "log", "params": ["hi"]},
+        {"jsonrpc": "2.0", "id": 7, "result": {"count": 1}},
+        {"jsonrpc": "2.0", "id": "s", "result": None},
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "error": {"code": -32601, "message": "Unknown method: x"},
+        },
+    ]
+
+
+def test_unencodable_params_raise_and_queue_nothing() -> None:
+    peer = Peer()
+    with pytest.raises(TypeError):
+        peer.send_request("m", {"x": object()})
+    with pytest.raises(TypeError):
+        peer.send_request("m", "\ud800")
+    assert peer.data_to_send() == b""
+    assert peer.send_request("m") == 1
+
+
+def test_error_with_unencodable_data_is_still_sent() -> None:
+    peer = Peer()
+    peer.send_error(1, RemoteError("bad \ud800", -32000, data=object()))
+    [reply] = replies(peer)
+    assert reply["id"] == 1
+    assert reply["error"]["code"] == -32000
+    assert reply["error"]["message"].startswith("bad ")
+
+
+def test_two_peers_through_a_link() -> None:
+    """A request and its response, and the reverse direction, between two cores."""
+    a, b = Peer(), Peer()
+    id_a = a.send_request("add", [1, 2])
+    [req] = b.receive_data(a.data_to_send())
+    assert req == Request(id_a, "add", [1, 2])
+    b.send_result(req.id, 3)
+    id_b = b.send_request("ping")
+    assert a.receive_data(b.data_to_send()) == [Response(id_a, 3), Request(id_b, "ping", None)]
+    a.send_error(id_b, RemoteError("nope", "E_NOPE"))
+    [err] = b.receive_data(a.data_to_send())
+    assert isinstance(err, ErrorResponse) and err.id == id_b
+    assert (err.error.message, err.error.code) == ("nope", "E_NOPE")
