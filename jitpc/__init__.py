@@ -41,8 +41,7 @@ __all__ = (
     "InternalError",
 )
 
+# Public objects say they come from `jitpc`, where users import them (and pickle finds them).
 for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type):
-        _obj.__module__ = __name__
-del _name, _obj
+    globals()[_name].__module__ = __name__
+del _name

@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`. Both make their own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+demo: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python examples/counter_client.py
+
+lint: $(BIN)/python
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(BIN)/python
+	$(BIN)/mypy
+	$(BIN)/mypy --platform win32 jitpc
+	$(BIN)/mypy --platform darwin jitpc
+
+test: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(MAKE) lint typecheck
+	$(BIN)/pytest --loop=asyncio
+	$(BIN)/pytest --loop=uvloop
+
+bench: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python bench/echo.py
