@@ -19,6 +19,7 @@ Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
 1. A message is one JSON object on one line; ``\\r\\n`` is accepted; a blank line is ignored.
 2. An object with a truthy ``method`` is a request when its ``id`` is truthy and a notification
    otherwise (Node sends ``"id":0`` for notifications). Any other object is a response.
+   "Truthy" is JavaScript's: ``{}`` and ``[]`` are true, ``0``, ``""``, ``false``, ``null`` not.
 3. A response with a truthy ``error`` is an error response; otherwise its ``result`` (absent
    means ``null``) is the outcome.
 4. A line that is not JSON is answered with a -32700 error, and JSON that is not a message with
@@ -27,6 +28,7 @@ Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -97,6 +99,16 @@ class BadMessage:
 Event = Request | Notification | Response | ErrorResponse | BadMessage
 
 _VERSION: Final = "2.0"
+
+
+def _truthy(value: Any) -> bool:
+    """JavaScript's truthiness of a JSON value, as Node jitpc tests it: ``{}`` and ``[]`` are
+    true; ``null``, ``false``, ``0`` and ``""`` are not."""
+    return value is not None and value is not False and value != 0 and value != ""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -194,28 +206,33 @@ class Peer:
             return None
         try:
             msg = from_json(line, allow_inf_nan=False)
-        except ValueError as exc:
-            if not line.strip():
-                return None
-            reason = f"invalid JSON: {exc}"
-            self._queue_error(None, ParseError(reason))
-            return BadMessage(reason)
+        except ValueError:
+            # pydantic's parser rejects escaped lone surrogates ("\ud800"), which Node's
+            # JSON.stringify writes and JSON.parse accepts: give such lines a second chance.
+            try:
+                msg = json.loads(line, parse_constant=_reject_constant)
+            except (ValueError, RecursionError) as exc:
+                if not line.strip():
+                    return None  # a blank line
+                reason = f"invalid JSON: {exc}"
+                self._queue_error(None, ParseError(reason))
+                return BadMessage(reason)
         if type(msg) is not dict:
             reason = f"a message must be a JSON object, not {type(msg).__name__}"
             self._queue_error(None, InvalidRequest(reason))
             return BadMessage(reason)
         method = msg.get("method")
-        if method:
+        if _truthy(method):
             id_ = msg.get("id")
             if type(method) is not str:
                 reason = f"method must be a string, not {method!r}"
-                self._queue_error(id_ or None, InvalidRequest(reason))
+                self._queue_error(id_ if _truthy(id_) else None, InvalidRequest(reason))
                 return BadMessage(reason)
-            if id_:
+            if _truthy(id_):
                 return Request(id_, method, msg.get("params"))
             return Notification(method, msg.get("params"))
         error = msg.get("error")
-        if error:
+        if _truthy(error):
             return ErrorResponse(msg.get("id"), RemoteError.from_wire(error))
         return Response(msg.get("id"), msg.get("result"))
 

@@ -242,3 +242,38 @@ def test_two_peers_through_a_link() -> None:
     [err] = b.receive_data(a.data_to_send())
     assert isinstance(err, ErrorResponse) and err.id == id_b
     assert (err.error.message, err.error.code) == ("nope", "E_NOPE")
+
+
+@pytest.mark.parametrize(
+    ("wire", "event"),
+    [
+        # JavaScript truthiness, as Node jitpc tests these fields: {} and [] are true.
+        (b'{"result":null,"error":{},"id":1}\n', ErrorResponse(1, RemoteError(""))),
+        (b'{"method":"m","id":{}}\n', Request({}, "m", None)),
+        (b'{"method":"m","id":""}\n', Notification("m", None)),
+        (b'{"method":"m","id":false}\n', Notification("m", None)),
+        (b'{"method":"","id":1}\n', Response(1, None)),
+        (b'{"result":5,"error":0,"id":1}\n', Response(1, 5)),
+    ],
+)
+def test_truthiness_is_javascripts(wire: bytes, event: Event) -> None:
+    [got] = Peer().receive_data(wire)
+    if isinstance(event, ErrorResponse):
+        assert isinstance(got, ErrorResponse) and got.id == event.id
+        assert type(got.error) is RemoteError
+    else:
+        assert got == event
+
+
+def test_escaped_lone_surrogate_from_node_is_accepted() -> None:
+    # JSON.stringify("x\ud800y") writes a valid escape that some parsers reject.
+    [event] = Peer().receive_data(b'{"result":"x\\ud800y","error":null,"id":1}\n')
+    assert event == Response(1, "x\ud800y")
+
+
+def test_deep_nesting_is_a_parse_error_not_a_crash() -> None:
+    peer = Peer()
+    [event] = peer.receive_data(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    assert isinstance(event, BadMessage)
+    assert replies(peer)[0]["error"]["code"] == -32700
+    assert peer.receive_data(b'{"method":"a","id":1}\n') == [Request(1, "a", None)]
