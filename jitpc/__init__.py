@@ -17,8 +17,12 @@ from ._errors import MethodNotFound as MethodNotFound
 from ._errors import ParseError as ParseError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
+from ._errors import ResultValidationError as ResultValidationError
+from ._errors import RPCError as RPCError
+from ._method import Method as Method
 from ._server import Server as Server
 from ._server import listen as listen
+from ._typed import Router as Router
 
 __version__ = "0.1.0"
 
@@ -28,12 +32,17 @@ __all__ = (
     "listen",
     "Client",
     "Server",
+    # typed methods
+    "Method",
+    "Router",
     # errors
     "JitpcError",
     "ConnectError",
     "ClosedError",
     "ProtocolError",
+    "ResultValidationError",
     "RemoteError",
+    "RPCError",
     "ParseError",
     "InvalidRequest",
     "MethodNotFound",

@@ -23,8 +23,18 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
+from pydantic import ValidationError
+
 from . import _shutdown
-from ._errors import ClosedError, ConnectError, InternalError, MethodNotFound, RemoteError
+from ._errors import (
+    ClosedError,
+    ConnectError,
+    InternalError,
+    MethodNotFound,
+    RemoteError,
+    ResultValidationError,
+)
+from ._method import Method, result_adapter
 from ._paths import address
 from ._protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -36,6 +46,7 @@ from ._protocol import (
     Response,
 )
 from ._transport import is_retryable, open_stream
+from ._typed import Router, TypedResponder, validation_errors
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -50,6 +61,7 @@ Responder = Callable[[Any], Any]
 Spinup = Callable[[], Awaitable[object] | object]
 
 F = TypeVar("F", bound=Responder)
+R = TypeVar("R")
 
 # Node jitpc's Fibonacci back-off: the sleeps between connect attempts (PROTOCOL.md §6).
 BACKOFF = (0.05, 0.1, 0.15, 0.25, 0.4, 0.65, 1.05, 1.7, 2.75)
@@ -99,6 +111,7 @@ class Client:
         self._peer = Peer(max_message_bytes=max_message_bytes)
         self._link = _Link(self)
         self._responders: dict[str, Responder] = {}
+        self._routers: list[Router] = []
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -181,11 +194,44 @@ class Client:
             if self._pending.pop(id_, None) is not None:
                 self._maybe_finish_end()
 
-    def notify(self, method: str, params: Any = None) -> None:
+    async def call(self, params: Method[R]) -> R:
+        """Call a typed method: ``counter = await client.call(Inc(key="a"))``.
+
+        Sends ``params`` as the request for its model's method, and validates the result
+        against the model's result type. Cancelling is safe, as for :meth:`request`.
+
+        Raises:
+            InvalidParams: the peer rejected the params (its reasons in ``data``).
+            MethodNotFound: the peer has no such method.
+            InternalError: the peer's handler failed.
+            RemoteError: any other error answer.
+            ResultValidationError: the result does not fit the result type.
+            ClosedError: the connection closed before the response came.
+            ConnectError: the connection could not be opened.
+        """
+        method_type = type(params)
+        raw = await self.request(method_type.__jitpc_method__, params)
+        try:
+            return result_adapter(method_type).validate_python(raw)  # type: ignore[no-any-return]
+        except ValidationError as exc:
+            raise ResultValidationError(
+                f"the result of {method_type.__jitpc_method__!r} does not fit "
+                f"{_type_name(method_type.__jitpc_result_type__)}: {exc}",
+                validation_errors(exc),
+                raw,
+            ) from None
+
+    @overload
+    def notify(self, method: str, params: Any = None) -> None: ...
+    @overload
+    def notify(self, method: Method[None]) -> None: ...
+    def notify(self, method: str | Method[None], params: Any = None) -> None:
         """Send a notification: a request that gets no response. Returns at once.
 
-        Connects first if needed, in the background; if that fails the notification is lost
-        (and logged at debug level), as with any fire-and-forget message.
+        Either ``notify("log", {"line": "hi"})`` or, typed, ``notify(Log(line="hi"))`` with a
+        ``Method[None]`` params model. Connects first if needed, in the background; if that
+        fails the notification is lost (and logged at debug level), as with any
+        fire-and-forget message.
 
         Raises:
             ClosedError: the client is closed or ending.
@@ -194,6 +240,8 @@ class Client:
         """
         if self._closed or self._ending:
             raise self._closed_error()
+        if isinstance(method, Method):
+            method, params = type(method).__jitpc_method__, method
         self._peer.send_notification(method, params)
         if self._transport is None:
             if self._opening is None:
@@ -224,6 +272,14 @@ class Client:
             return decorator
         self._responders[method] = fn
         return fn
+
+    def mount(self, router: Router) -> None:
+        """Answer the peer's calls with ``router``'s typed methods.
+
+        Responders set with :meth:`respond` take precedence; routers are searched in the order
+        they were mounted (on the serving side, the client's own routers before the server's).
+        """
+        self._routers.append(router)
 
     def unrespond(self, method: str) -> None:
         """Stop answering ``method``: the peer's requests for it get a method-not-found error."""
@@ -460,14 +516,19 @@ class Client:
     def _dispatch(self, event: Request | Notification) -> None:
         id_ = event.id if type(event) is Request else None
         fn = self._responders.get(event.method)
-        if fn is None:
-            if id_ is not None:
-                self._peer.send_error(id_, MethodNotFound(f"Unknown method: {event.method}"))
-            else:
-                logger.debug("jitpc: no responder for notification %r", event.method)
-            return
         try:
-            result = fn(event.params)
+            if fn is not None:
+                result = fn(event.params)
+            else:
+                typed = self._typed_responder(event.method)
+                if typed is None:
+                    if id_ is not None:
+                        error = MethodNotFound(f"Unknown method: {event.method}")
+                        self._peer.send_error(id_, error)
+                    else:
+                        logger.debug("jitpc: no responder for notification %r", event.method)
+                    return
+                result = typed(event.params, self)
         except Exception as exc:
             self._send_exception(id_, event.method, exc)
             return
@@ -477,6 +538,18 @@ class Client:
             task.add_done_callback(self._task_done)
         elif id_ is not None:
             self._send_result(id_, result)
+
+    def _typed_responder(self, method: str) -> TypedResponder | None:
+        for router in self._routers:
+            typed = router.lookup(method)
+            if typed is not None:
+                return typed
+        if self._server is not None:
+            for router in self._server._routers:
+                typed = router.lookup(method)
+                if typed is not None:
+                    return typed
+        return None
 
     async def _finish(self, id_: Any, method: str, awaitable: Awaitable[Any]) -> None:
         try:
@@ -573,6 +646,10 @@ class Client:
 
     def _abort_at_shutdown(self) -> None:
         self.destroy()
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or repr(tp)
 
 
 def connect(

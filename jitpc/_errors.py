@@ -6,7 +6,9 @@ Every error jitpc raises on purpose derives from :class:`JitpcError`::
     ├── ConnectError(JitpcError, ConnectionError)  no server, even after spinup and back-off
     ├── ClosedError(JitpcError, ConnectionError)   the connection closed before the response
     ├── ProtocolError                              the peer broke the framing or message rules
+    ├── ResultValidationError(JitpcError, ValueError)  a typed call's result failed its model
     └── RemoteError                                the peer answered a request with an error object
+        ├── RPCError                               raised by a handler to choose its error code
         ├── ParseError        -32700
         ├── InvalidRequest    -32600
         ├── MethodNotFound    -32601
@@ -31,7 +33,9 @@ __all__ = [
     "MethodNotFound",
     "ParseError",
     "ProtocolError",
+    "RPCError",
     "RemoteError",
+    "ResultValidationError",
 ]
 
 
@@ -68,6 +72,25 @@ class ClosedError(JitpcError, ConnectionError):
 
 class ProtocolError(JitpcError):
     """The peer broke the framing or message rules (for example an over-long line)."""
+
+
+class ResultValidationError(JitpcError, ValueError):
+    """A typed call's result did not fit the method's result type.
+
+    The peer ran the request; what it answered is kept, unvalidated, in ``result``.
+
+    Attributes:
+        errors: pydantic's error list (``loc``, ``type``, ``msg``, ...).
+        result: the raw result as received.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]], result: Any) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.errors, self.result))
 
 
 class RemoteError(JitpcError):
@@ -141,6 +164,20 @@ def _rebuild_remote_error(
     cls: type[RemoteError], message: str, code: Any, data: Any, stack: str | None
 ) -> RemoteError:
     return cls(message, code, data, stack=stack)
+
+
+class RPCError(RemoteError):
+    """Raise it from a handler to answer with this code, message and data.
+
+    ``raise jitpc.RPCError(-32001, "quota exceeded", {"limit": 10})``. The caller receives a
+    :class:`RemoteError` (or the subclass for a standard code) with the same fields.
+    """
+
+    def __init__(self, code: Any, message: str, data: Any = None) -> None:
+        super().__init__(message, code, data)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.message, self.data))
 
 
 class ParseError(RemoteError):

@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from . import _shutdown
 from ._client import Client
@@ -22,6 +22,7 @@ from ._lock import Lock, try_acquire
 from ._paths import address
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
 from ._transport import Listener, serve
+from ._typed import Router
 
 __all__ = ["OnClient", "Server", "listen"]
 
@@ -33,6 +34,7 @@ SpindownHook = Callable[[], Awaitable[object] | object]
 OnError = Callable[[BaseException], object]
 
 C = TypeVar("C", bound=OnClient)
+H = TypeVar("H", bound=Callable[..., object])
 
 
 class Server:
@@ -70,6 +72,8 @@ class Server:
         self._closing: asyncio.Task[None] | None = None
         self._closed = self._loop.create_future()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._router = Router()
+        self._routers: list[Router] = [self._router]
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else f"{len(self._clients)} clients"
@@ -99,6 +103,37 @@ class Server:
         """
         self._on_client.append(fn)
         return fn
+
+    def method(self, handler: H) -> H:
+        """Register a typed handler for every client of this server (a decorator).
+
+        ``handler`` takes its params model (a ``jitpc.Method[R]`` subclass), optionally the
+        calling :class:`Client` (by annotation), and returns ``R``, sync or async. See
+        :class:`Router`; returns the handler unchanged.
+
+        Raises:
+            TypeError: the handler's annotations are unusable.
+            ValueError: its method name is already registered on this server.
+        """
+        self._router.add_method(handler)
+        return handler
+
+    def add_method(self, handler: Callable[..., object], *, name: str | None = None) -> None:
+        """Register a typed handler, optionally under another name (see :meth:`method`)."""
+        self._router.add_method(handler, name=name)
+
+    def mount(self, router: Router) -> None:
+        """Serve ``router``'s typed methods to every client (after this server's own)."""
+        self._routers.append(router)
+
+    def openrpc(self, *, version: str = "0.0.0") -> dict[str, Any]:
+        """The OpenRPC document of this server's typed methods, as ``rpc.discover`` answers."""
+        from ._openrpc import document
+
+        entries = {}
+        for router in reversed(self._routers):
+            entries.update({entry.name: entry for entry in router.entries()})
+        return document(entries.values(), title=self.id, version=version)
 
     async def close(self) -> None:
         """Stop serving: close every client (their pending requests fail), remove the socket,
@@ -133,6 +168,7 @@ class Server:
         client = Client(
             self.id, max_message_bytes=self._max_message_bytes, _server=self, _id=client_id
         )
+        client._responders["rpc.discover"] = lambda _: self.openrpc()
         self._clients[client_id] = client
         return client._link
 

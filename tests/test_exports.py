@@ -13,11 +13,15 @@ PUBLIC = {
     "listen",
     "Client",
     "Server",
+    "Method",
+    "Router",
     "JitpcError",
     "ConnectError",
     "ClosedError",
     "ProtocolError",
     "RemoteError",
+    "RPCError",
+    "ResultValidationError",
     "ParseError",
     "InvalidRequest",
     "MethodNotFound",
@@ -39,10 +43,10 @@ def test_public_names_resolve_and_live_in_jitpc(name: str) -> None:
     assert obj.__doc__
 
 
-def test_modules_other_than_the_package_are_private() -> None:
+def test_modules_are_private_but_the_mypy_plugin() -> None:
     import pkgutil
 
-    names = [m.name for m in pkgutil.iter_modules(jitpc.__path__)]
+    names = [m.name for m in pkgutil.iter_modules(jitpc.__path__) if m.name != "mypy"]
     assert names and all(n.startswith("_") for n in names), names
 
 
@@ -64,6 +68,8 @@ def test_errors_form_one_tree() -> None:
         jitpc.InvalidParams("bad params", data=[{"loc": ["key"]}]),
         jitpc.ConnectError("no server", server_id="a", path="/tmp/a.sock"),
         jitpc.ClosedError("closed"),
+        jitpc.RPCError(-32001, "quota", {"limit": 1}),
+        jitpc.ResultValidationError("bad result", [{"loc": ["count"]}], {"count": "x"}),
     ],
 )
 def test_errors_pickle(error: jitpc.JitpcError) -> None:

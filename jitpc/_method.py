@@ -1,0 +1,70 @@
+"""``Method[R]``: a params model that knows its method name and its result type.
+
+    class Inc(jitpc.Method[Counter], method="inc"):
+        key: str
+
+The result type is read back from the parametrised base (pydantic records ``Method[Counter]``'s
+arguments), so it is written once, where mypy sees it too: ``client.call(Inc(...))`` is a
+``Counter`` to the type checker and is validated as one at run time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+from pydantic import BaseModel, TypeAdapter
+
+__all__ = ["Method", "result_adapter"]
+
+R = TypeVar("R")
+
+
+class Method(BaseModel, Generic[R]):
+    """Base class of typed params models: ``class Inc(Method[Counter], method="inc")``.
+
+    ``R`` is the result type: a pydantic model, or any type pydantic validates (``int``,
+    ``list[Counter]``, ...). ``Method[None]`` declares a notification: its handler returns
+    nothing, and the client may send it with ``client.notify(params)``. The method name is the
+    ``method=`` class keyword, or the class name.
+    """
+
+    #: The wire name of the method.
+    __jitpc_method__: ClassVar[str]
+    #: The result type ``R``.
+    __jitpc_result_type__: ClassVar[Any]
+
+    def __init_subclass__(cls, method: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, method: str | None = None, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.__pydantic_generic_metadata__["origin"] is not None:
+            return  # Method[Counter] itself, not a user's params model
+        if method is not None:
+            if not isinstance(cast(object, method), str) or not method:
+                raise TypeError(f"{cls.__name__}: method= must be a non-empty string")
+            cls.__jitpc_method__ = method
+        elif "__jitpc_method__" not in cls.__dict__:
+            cls.__jitpc_method__ = cls.__name__
+        for base in cls.__mro__:
+            meta = getattr(base, "__pydantic_generic_metadata__", None)
+            if meta and meta["origin"] is Method and meta["args"]:
+                result = meta["args"][0]
+                cls.__jitpc_result_type__ = type(None) if result is None else result
+                return
+        raise TypeError(
+            f"{cls.__name__} must name its result type: class {cls.__name__}(jitpc.Method[Result])"
+        )
+
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def result_adapter(params_type: type[Method[Any]]) -> TypeAdapter[Any]:
+    """The (cached) validator of ``params_type``'s result type."""
+    result_type = params_type.__jitpc_result_type__
+    adapter = _adapters.get(result_type)
+    if adapter is None:
+        adapter = _adapters[result_type] = TypeAdapter(result_type)
+    return adapter

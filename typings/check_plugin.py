@@ -1,0 +1,37 @@
+"""Cases only the jitpc.mypy plugin catches: a handler's result must be its model's ``R``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+import jitpc
+
+
+class Counter(BaseModel):
+    key: str
+
+
+class Inc(jitpc.Method[Counter], method="inc"):
+    key: str
+
+
+def check_handler_results(server: jitpc.Server, router: jitpc.Router) -> None:
+    @server.method
+    def good(params: Inc) -> Counter:
+        return Counter(key=params.key)
+
+    @server.method
+    async def good_async(params: Inc, client: jitpc.Client) -> Counter:
+        return Counter(key=params.key)
+
+    @server.method  # type: ignore[jitpc-method]
+    def wrong_model(params: Inc) -> Inc:
+        return params
+
+    @router.method  # type: ignore[jitpc-method]
+    async def wrong_async(params: Inc) -> str:
+        return ""
+
+    @router.method  # type: ignore[jitpc-method]
+    def no_params_model(params: Counter) -> Counter:
+        return params
