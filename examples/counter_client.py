@@ -1,4 +1,4 @@
-"""Call the counter server, starting it first if it is not running.
+"""Call the typed counter server, starting it first if it is not running.
 
     python examples/counter_client.py [ID]
 
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import jitpc
+from counter_api import Get, Inc
 
 SERVER = Path(__file__).with_name("counter_server.py")
 
@@ -45,9 +46,13 @@ def spawn_server(server_id: str) -> None:
 async def main(server_id: str) -> None:
     async with jitpc.connect(server_id, spinup=lambda: spawn_server(server_id)) as client:
         for _ in range(3):
-            counter = await client.request("inc", {"key": "demo"})
-            print(f"inc -> {counter}")
-        print(f"get -> {await client.request('get', {'key': 'demo'})}")
+            counter = await client.call(Inc(key="demo"))  # a Counter, to mypy and at run time
+            print(f"inc -> {counter!r}")
+        print(f"get -> {await client.call(Get(key='demo'))!r}")
+        try:
+            await client.request("inc", {"key": "demo", "by": 0})
+        except jitpc.InvalidParams as exc:
+            print(f"inc by 0 -> {type(exc).__name__} {exc.code}: {exc.data}")
         try:
             await client.request("nope")
         except jitpc.MethodNotFound as exc:

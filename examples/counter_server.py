@@ -1,7 +1,7 @@
-"""A counter server: ``python examples/counter_server.py [ID]``.
+"""A typed counter server: ``python examples/counter_server.py [ID]``.
 
 Started on demand by ``counter_client.py``; holds the id alone and spins itself down after five
-seconds without clients. Methods: ``inc`` (params ``{"key": str}``) and ``get``.
+seconds without clients. Its methods are declared in ``counter_api.py``.
 """
 
 from __future__ import annotations
@@ -9,30 +9,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Any
 
 import jitpc
+from counter_api import Counter, Get, Inc, Reset
 
 counts: dict[str, int] = {}
 
 
-def serve(client: jitpc.Client) -> None:
-    @client.respond("inc")
-    def inc(params: Any) -> dict[str, Any]:
-        key = params["key"]
-        counts[key] = counts.get(key, 0) + 1
-        return {"key": key, "count": counts[key]}
-
-    @client.respond("get")
-    def get(params: Any) -> dict[str, Any]:
-        key = params["key"]
-        return {"key": key, "count": counts.get(key, 0)}
-
-
 async def main(server_id: str) -> None:
-    server = await jitpc.listen(server_id, on_client=serve, spindown_timeout=5.0)
+    server = await jitpc.listen(server_id, spindown_timeout=5.0)
     if server is None:
         return  # another process already serves this id: nothing to do
+
+    @server.method
+    def inc(params: Inc) -> Counter:
+        counts[params.key] = counts.get(params.key, 0) + params.by
+        return Counter(key=params.key, count=counts[params.key])
+
+    @server.method
+    def get(params: Get) -> Counter:
+        return Counter(key=params.key, count=counts.get(params.key, 0))
+
+    @server.method
+    def reset(params: Reset) -> None:
+        counts.clear()
+
     await server.wait_closed()
 
 

@@ -31,6 +31,7 @@ from ._errors import (
     ConnectError,
     InternalError,
     MethodNotFound,
+    ProtocolError,
     RemoteError,
     ResultValidationError,
 )
@@ -465,7 +466,13 @@ class Client:
                 logger.warning("jitpc peer %r sent a bad message: %s", self, event.reason)
         self._flush()
         if peer.failed:
-            self._fail(ClosedError(f"jitpc peer broke the protocol: {events[-1]}"))
+            bad = events[-1]
+            assert isinstance(bad, BadMessage)
+            error = ClosedError(
+                f"jitpc connection closed: the peer broke the protocol: {bad.reason}"
+            )
+            error.__cause__ = ProtocolError(bad.reason)
+            self._fail(error)
         elif self._ending:
             self._maybe_finish_end()
 
@@ -629,11 +636,14 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        error = ClosedError(f"jitpc connection to {self.server_id!r} closed")
-        if cause is not None:
-            error.__cause__ = cause
-            if isinstance(cause, ConnectError):
-                self._close_error = cause
+        if isinstance(cause, ClosedError):
+            error = cause
+        else:
+            error = ClosedError(f"jitpc connection to {self.server_id!r} closed")
+            if cause is not None:
+                error.__cause__ = cause
+                if isinstance(cause, ConnectError):
+                    self._close_error = cause
         self._fail_pending(error)
         for waiter in self._drain_waiters:
             if not waiter.done():

@@ -16,10 +16,11 @@ from pydantic import BaseModel, TypeAdapter
 
 __all__ = ["Method", "result_adapter"]
 
-R = TypeVar("R")
+# Covariant: R only comes out (a Method[Counter] is a Method[object]).
+R_co = TypeVar("R_co", covariant=True)
 
 
-class Method(BaseModel, Generic[R]):
+class Method(BaseModel, Generic[R_co]):
     """Base class of typed params models: ``class Inc(Method[Counter], method="inc")``.
 
     ``R`` is the result type: a pydantic model, or any type pydantic validates (``int``,

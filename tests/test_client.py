@@ -351,3 +351,20 @@ def test_idle_client_and_server_never_keep_the_program_alive(
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "exited\n", "")
     assert not (jitpc_tmpdir / f"{server_id}.sock").exists()
+
+
+async def test_oversized_message_closes_the_connection_with_a_protocol_error(
+    server_id: str,
+) -> None:
+    async with asyncio.timeout(HANG):
+        server = await jitpc.listen(server_id, on_client=serve, spindown=False)
+        assert server is not None
+        async with server:
+            client = jitpc.connect(server_id, max_message_bytes=100)
+            with pytest.raises(jitpc.ClosedError) as info:
+                await client.request("echo", "x" * 200)
+            assert isinstance(info.value.__cause__, jitpc.ProtocolError)
+            assert client.closed
+            # The server is unaffected.
+            async with jitpc.connect(server_id) as other:
+                assert await other.request("echo", 1) == 1

@@ -31,11 +31,17 @@ def test_demo_spins_up_its_server_and_reuses_it(jitpc_tmpdir: Path) -> None:
         ).stdout
 
     first = run_demo()
-    assert "inc -> {'key': 'demo', 'count': 1}" in first
-    assert "get -> {'key': 'demo', 'count': 3}" in first
-    assert "nope -> MethodNotFound" in first
+    assert first.splitlines() == [
+        "inc -> Counter(key='demo', count=1)",
+        "inc -> Counter(key='demo', count=2)",
+        "inc -> Counter(key='demo', count=3)",
+        "get -> Counter(key='demo', count=3)",
+        "inc by 0 -> InvalidParams -32602: [{'loc': ['by'], 'type': 'greater_than_equal', "
+        "'msg': 'Input should be greater than or equal to 1'}]",
+        "nope -> MethodNotFound(message='Unknown method: nope', code=-32601)",
+    ]
     # The detached server outlived the first client and serves the second.
-    assert "inc -> {'key': 'demo', 'count': 4}" in run_demo()
+    assert "inc -> Counter(key='demo', count=4)" in run_demo()
     lock = jitpc_tmpdir / "demo.lock"
     subprocess.run([sys.executable, "-c", WAIT_FOR_LOCK, str(lock)], check=True, timeout=HANG)
     assert not (jitpc_tmpdir / "demo.sock").exists()  # it spun down and cleaned up
