@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from nodesetup import JITPC_VERSION, ensure_node_jitpc
+from pydantic import BaseModel
 
 import jitpc
 from support import HANG, peer_command, python_env
@@ -692,3 +693,38 @@ async def test_python_client_spinup_starts_node_server(node_modules: Path, serve
             assert await client.request("echo", VALUES[0]) == VALUES[0]
         await finish_node_server(started[0])
     assert len(started) == 1
+
+
+class Counter(BaseModel):
+    key: str
+    count: int
+
+
+class Inc(jitpc.Method[Counter], method="inc"):
+    key: str
+    by: int = 1
+
+
+async def test_node_client_calls_a_typed_python_server(node_modules: Path, server_id: str) -> None:
+    server = await jitpc.listen(server_id, spindown=False)
+    assert server is not None
+
+    @server.method
+    def inc(params: Inc) -> Counter:
+        return Counter(key=params.key, count=params.by)
+
+    async with server:
+        steps = [
+            request("inc", {"key": "a", "by": 5}),
+            request("inc", {"key": 7}),
+            request("inc"),
+            request("rpc.discover"),
+        ]
+        results = await run_node_client(node_modules, server_id, steps)
+
+    assert results[0] == {"ok": {"key": "a", "count": 5}}
+    invalid = without_stack(results[1])["error"]
+    assert (invalid["message"], invalid["code"]) == ("invalid params for 'inc'", -32602)
+    missing = without_stack(results[2])["error"]
+    assert missing["code"] == -32602
+    assert [m["name"] for m in results[3]["ok"]["methods"]] == ["inc"]
