@@ -353,8 +353,7 @@ class Client:
         while True:
             tries += 1
             try:
-                await open_stream(path, self._protocol)
-                return
+                transport = await open_stream(path, self._protocol)
             except OSError as exc:
                 if not is_retryable(exc):
                     raise ConnectError(
@@ -363,6 +362,15 @@ class Client:
                         path=path,
                     ) from exc
                 last_error = exc
+            else:
+                if self._transport is None and not self._closed:
+                    transport.close()  # our connection_made failed: never leave a request hanging
+                    raise ConnectError(
+                        f"connected to {path}, but could not set up the connection",
+                        server_id=self.server_id,
+                        path=path,
+                    )
+                return
             if spinup is not None:
                 hook, spinup = spinup, None
                 try:

@@ -138,7 +138,7 @@ class Peer:
         if max_message_bytes < 1:
             raise ValueError("max_message_bytes must be positive")
         self.max_message_bytes = max_message_bytes
-        self._buf = bytearray()
+        self._buf = bytearray()  # the partial last line
         self._out: list[bytes] = []
         self._next_id = 1
         self._closed = False
@@ -151,34 +151,41 @@ class Peer:
         """Take bytes read from the connection; return the events they complete."""
         if self._closed or not data:
             return []
-        buf = self._buf
-        if b"\n" not in data:
-            # Only the new bytes are scanned, and appended in place: a trickle of single bytes
-            # costs linear time, not quadratic.
-            buf += data
-            if len(buf) > self.max_message_bytes:
-                return [self._too_large()]
-            return []
-        if buf:
-            buf += data
-            data = bytes(buf)
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        if rest:
-            self._buf = bytearray(rest)
-        elif buf:
-            buf.clear()
-        events: list[Event] = []
         limit = self.max_message_bytes
-        for line in lines:
-            if len(line) > limit:
+        buf = self._buf
+        first = data.find(b"\n")
+        if first < 0:
+            # Only the new bytes are scanned, and appended in place: a message that trickles
+            # in costs linear time, not quadratic.
+            buf += data
+            return [self._too_large()] if len(buf) > limit else []
+        events: list[Event] = []
+        if buf:
+            buf += memoryview(data)[:first]
+            if len(buf) > limit:
+                return [self._too_large()]
+            event = self._receive_line(buf)  # the parser reads a bytearray as it is
+            buf.clear()
+        else:
+            if first > limit:
+                return [self._too_large()]
+            event = self._receive_line(data[:first])
+        if event is not None:
+            events.append(event)
+        last = data.rfind(b"\n")
+        if last != first:
+            # split() does not use memchr, so it only gets the (short) lines in between.
+            for line in data[first + 1 : last].split(b"\n"):
+                if len(line) > limit:
+                    events.append(self._too_large())
+                    return events
+                event = self._receive_line(line)
+                if event is not None:
+                    events.append(event)
+        if last + 1 < len(data):
+            buf += memoryview(data)[last + 1 :]
+            if len(buf) > limit:
                 events.append(self._too_large())
-                return events
-            event = self._receive_line(line)
-            if event is not None:
-                events.append(event)
-        if len(rest) > limit:
-            events.append(self._too_large())
         return events
 
     def receive_eof(self) -> list[Event]:
@@ -186,8 +193,9 @@ class Peer:
         if self._closed:
             return []
         self._closed = True
-        if self._buf.strip():
-            self._buf = bytearray()
+        partial = self._buf.strip()
+        self._buf = bytearray()
+        if partial:
             return [BadMessage("the stream ended in the middle of a message")]
         return []
 
@@ -199,7 +207,7 @@ class Peer:
         self._queue_error(None, InvalidRequest(reason))
         return BadMessage(reason, fatal=True)
 
-    def _receive_line(self, line: bytes) -> Event | None:
+    def _receive_line(self, line: bytes | bytearray) -> Event | None:
         if line[-1:] == b"\r":
             line = line[:-1]
         if not line:

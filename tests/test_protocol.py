@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic_core import from_json
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic_core import from_json, to_json
 
 from jitpc import InvalidRequest, MethodNotFound, RemoteError
 from jitpc._protocol import (
@@ -277,3 +279,55 @@ def test_deep_nesting_is_a_parse_error_not_a_crash() -> None:
     assert isinstance(event, BadMessage)
     assert replies(peer)[0]["error"]["code"] == -32700
     assert peer.receive_data(b'{"method":"a","id":1}\n') == [Request(1, "a", None)]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    messages=st.lists(
+        st.builds(
+            lambda method, params, id_: {"method": method, "params": params, "id": id_},
+            st.text(min_size=1, max_size=5),
+            _json,
+            st.integers(min_value=1),
+        ),
+        max_size=6,
+    ),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+    crlf=st.booleans(),
+)
+def test_any_split_gives_the_same_events(
+    messages: list[dict[str, Any]], cuts: list[int], crlf: bool
+) -> None:
+    sep = b"\r\n" if crlf else b"\n"
+    wire = b"".join(to_json(m) + sep for m in messages)
+    expected = [Request(m["id"], m["method"], m["params"]) for m in messages]
+    points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+    peer = Peer()
+    events = [
+        e for a, b in zip(points, points[1:], strict=False) for e in peer.receive_data(wire[a:b])
+    ]
+    assert events == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), cuts=st.lists(st.integers(min_value=0), max_size=6))
+def test_any_bytes_give_at_most_one_event_per_line_and_leave_the_core_usable(
+    data: bytes, cuts: list[int]
+) -> None:
+    peer = Peer(max_message_bytes=1 << 20)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    events = [
+        e for a, b in zip(points, points[1:], strict=False) for e in peer.receive_data(data[a:b])
+    ]
+    assert len(events) <= data.count(b"\n")
+    replies_sent = peer.data_to_send().count(b"\n")
+    assert replies_sent <= data.count(b"\n")
+    # Whatever came before, a fresh line after a newline is still understood.
+    assert peer.receive_data(b'\n{"method":"ok","id":1}\n')[-1] == Request(1, "ok", None)
