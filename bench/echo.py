@@ -94,6 +94,11 @@ WORKLOADS: tuple[Workload, ...] = (
 )
 
 
+def plain(result: Any) -> Any:
+    """An echo as a dict: typed calls return pydantic models."""
+    return result if type(result) is dict else result.model_dump()
+
+
 def make_params(spec: dict[str, Any]) -> tuple[Callable[[int], Any], Callable[[Any, int], bool]]:
     """The params of request ``n``, and the check of its echo, for a workload spec."""
     blob_bytes: int = spec["blob_bytes"]
@@ -104,7 +109,7 @@ def make_params(spec: dict[str, Any]) -> tuple[Callable[[int], Any], Callable[[A
             return {"key": "my-counter", "blob": blob}
 
         def blob_ok(result: Any, n: int) -> bool:
-            return type(result) is dict and len(result["blob"]) == blob_bytes
+            return len(plain(result)["blob"]) == blob_bytes
 
         return blob_params, blob_ok
 
@@ -112,7 +117,7 @@ def make_params(spec: dict[str, Any]) -> tuple[Callable[[int], Any], Callable[[A
         return {"key": "my-counter", "n": n}
 
     def small_ok(result: Any, n: int) -> bool:
-        return type(result) is dict and result["n"] == n
+        return bool(plain(result)["n"] == n)
 
     return small_params, small_ok
 
@@ -221,6 +226,16 @@ class JitpcEcho(EchoClient):
         await self.client.end()
 
 
+class TypedEcho(JitpcEcho):
+    """jitpc with pydantic models validated at both ends (bench/typed_echo.py)."""
+
+    async def open(self, server_id: str) -> None:
+        await super().open(server_id)
+        from typed_echo import call
+
+        self.call = functools.partial(call, self.client)
+
+
 class BaselineEcho(EchoClient):
     """What a user might write by hand with asyncio streams and the json module.
 
@@ -273,7 +288,11 @@ class BaselineEcho(EchoClient):
         await self.writer.wait_closed()
 
 
-CLIENT_KINDS: dict[str, type[EchoClient]] = {"jitpc": JitpcEcho, "baseline": BaselineEcho}
+CLIENT_KINDS: dict[str, type[EchoClient]] = {
+    "jitpc": JitpcEcho,
+    "typed": TypedEcho,
+    "baseline": BaselineEcho,
+}
 
 
 async def baseline_handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -288,16 +307,22 @@ async def baseline_handle(reader: asyncio.StreamReader, writer: asyncio.StreamWr
 
 
 async def child_server(kind: str, server_id: str) -> int:
-    if kind == "jitpc":
+    if kind in ("jitpc", "typed"):
         import jitpc
 
         def on_client(client: jitpc.Client) -> None:
             client.respond("echo", lambda params: params)
 
-        server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
+        server = await jitpc.listen(
+            server_id, on_client=on_client if kind == "jitpc" else None, spindown=False
+        )
         if server is None:
             emit({"error": f"id {server_id} is already served"})
             return 3
+        if kind == "typed":
+            from typed_echo import register
+
+            register(server)
         emit({"ready": True})
         await until_stdin_closes()
         await server.close()
@@ -323,7 +348,7 @@ async def child_client(kind: str, server_id: str) -> int:
         except TimeoutError:
             emit({"error": f"no echo within {PROBE_SECONDS:g} s of connecting"})
             return 4
-    if probe != {"key": "my-counter", "n": 0}:
+    if plain(probe) != {"key": "my-counter", "n": 0}:
         emit({"error": f"wrong echo {probe!r}"})
         return 4
     emit({"ready": True})
@@ -399,6 +424,8 @@ class Impl:
 
 PY = Endpoint("python")
 PY_UV = Endpoint("python", loop="uvloop")
+TYPED = Endpoint("python", kind="typed")
+TYPED_UV = Endpoint("python", kind="typed", loop="uvloop")
 BASE = Endpoint("python", kind="baseline")
 BASE_UV = Endpoint("python", kind="baseline", loop="uvloop")
 NODE = Endpoint("node")
@@ -410,6 +437,8 @@ NODE_KEY = "node"
 IMPLS: tuple[Impl, ...] = (
     Impl("jitpc", "jitpc (asyncio)", PY, PY),
     Impl("jitpc-uvloop", "jitpc (uvloop)", PY_UV, PY_UV),
+    Impl("typed", "typed jitpc (asyncio)", TYPED, TYPED),
+    Impl("typed-uvloop", "typed jitpc (uvloop)", TYPED_UV, TYPED_UV),
     Impl(BASELINE_KEY, "BASELINE asyncio+json", BASE, BASE),
     Impl("baseline-uvloop", "baseline uvloop+json", BASE_UV, BASE_UV),
     Impl(NODE_KEY, "Node jitpc 2.2.7", NODE, NODE),

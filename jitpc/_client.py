@@ -35,7 +35,7 @@ from ._errors import (
     RemoteError,
     ResultValidationError,
 )
-from ._method import Method, result_adapter
+from ._method import Method, result_validator
 from ._paths import address
 from ._protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -47,7 +47,7 @@ from ._protocol import (
     Response,
 )
 from ._transport import is_retryable, open_stream
-from ._typed import Router, TypedResponder, validation_errors
+from ._typed import Router, TypedResponder, is_awaitable, validation_errors
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -213,7 +213,7 @@ class Client:
         method_type = type(params)
         raw = await self.request(method_type.__jitpc_method__, params)
         try:
-            return result_adapter(method_type).validate_python(raw)  # type: ignore[no-any-return]
+            return result_validator(method_type)(raw)  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise ResultValidationError(
                 f"the result of {method_type.__jitpc_method__!r} does not fit "
@@ -547,7 +547,7 @@ class Client:
         except Exception as exc:
             self._send_exception(id_, event.method, exc)
             return
-        if inspect.isawaitable(result):
+        if is_awaitable(result):
             task = self._loop.create_task(self._finish(id_, event.method, result))  # type: ignore[union-attr]
             self._tasks.add(task)
             task.add_done_callback(self._task_done)

@@ -10,11 +10,12 @@ arguments), so it is written once, where mypy sees it too: ``client.call(Inc(...
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter
 
-__all__ = ["Method", "result_adapter"]
+__all__ = ["Method", "result_adapter", "result_validator"]
 
 # Covariant: R only comes out (a Method[Counter] is a Method[object]).
 R_co = TypeVar("R_co", covariant=True)
@@ -33,6 +34,8 @@ class Method(BaseModel, Generic[R_co]):
     __jitpc_method__: ClassVar[str]
     #: The result type ``R``.
     __jitpc_result_type__: ClassVar[Any]
+    #: Validates a result (set at first use).
+    __jitpc_validate_result__: ClassVar[Callable[[Any], Any]]
 
     def __init_subclass__(cls, method: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -69,3 +72,14 @@ def result_adapter(params_type: type[Method[Any]]) -> TypeAdapter[Any]:
     if adapter is None:
         adapter = _adapters[result_type] = TypeAdapter(result_type)
     return adapter
+
+
+def result_validator(params_type: type[Method[Any]]) -> Callable[[Any], Any]:
+    """The (cached) ``validate_python`` of ``params_type``'s result type, without the
+    TypeAdapter wrapper's per-call overhead."""
+    validate = params_type.__dict__.get("__jitpc_validate_result__")
+    if validate is None:
+        validator = result_adapter(params_type).validator
+        validate = validator.validate_python
+        params_type.__jitpc_validate_result__ = validate
+    return validate

@@ -32,6 +32,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
 from ._errors import InvalidRequest, ParseError, RemoteError
@@ -51,7 +52,7 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Request:
     """The peer asks us to run ``method`` and answer with its ``id``. Don't subclass."""
 
@@ -60,7 +61,7 @@ class Request:
     params: Any
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Notification:
     """The peer asks us to run ``method`` and expects no answer. Don't subclass."""
 
@@ -68,7 +69,7 @@ class Notification:
     params: Any
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Response:
     """The peer answered our request ``id`` with a result. Don't subclass."""
 
@@ -76,7 +77,7 @@ class Response:
     result: Any
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ErrorResponse:
     """The peer answered our request ``id`` (or ``None``: a message it could not read) with an
     error. Don't subclass."""
@@ -85,7 +86,7 @@ class ErrorResponse:
     error: RemoteError
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class BadMessage:
     """The peer sent something that is not a message; ``fatal`` means the connection must close.
 
@@ -104,6 +105,8 @@ _VERSION: Final = "2.0"
 def _truthy(value: Any) -> bool:
     """JavaScript's truthiness of a JSON value, as Node jitpc tests it: ``{}`` and ``[]`` are
     true; ``null``, ``false``, ``0`` and ``""`` are not."""
+    if type(value) is int:
+        return value != 0
     return value is not None and value is not False and value != 0 and value != ""
 
 
@@ -111,15 +114,40 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """One message as a line of compact JSON.
+# type -> its pydantic serializer, or None for anything that is not a pydantic model.
+_serializers: dict[type, Any] = {}
+
+
+def _serializer(tp: type) -> Any:
+    try:
+        return _serializers[tp]
+    except KeyError:
+        # No isinstance(BaseModel): pydantic's metaclass makes that an ABC check, slow here.
+        ser = tp.__dict__.get("__pydantic_serializer__") if issubclass(tp, BaseModel) else None
+        _serializers[tp] = ser
+        return ser
+
+
+def encode(message: dict[str, Any], key: str | None = None, value: Any = None) -> bytes:
+    """One message as a line of compact JSON; ``key: value`` goes last, if given.
+
+    A pydantic model as ``value`` is written by its own serializer and spliced in: several
+    times faster than the general encoder finding it inside the message. Models are written by
+    alias, as they validate.
 
     Raises:
         TypeError: the message holds something that cannot be written as JSON (an unknown type,
             a string with a lone surrogate).
     """
     try:
-        return to_json(message, inf_nan_mode="null") + b"\n"
+        if key is not None:
+            ser = _serializer(type(value))
+            if ser is not None:
+                head = to_json(message)
+                body = ser.to_json(value, by_alias=True)
+                return b"".join((head[:-1], b',"', key.encode(), b'":', body, b"}\n"))
+            message[key] = value
+        return to_json(message, inf_nan_mode="null", by_alias=True) + b"\n"
     except PydanticSerializationError as exc:
         raise TypeError(f"cannot encode as JSON: {exc}") from None
 
@@ -230,17 +258,18 @@ class Peer:
             self._queue_error(None, InvalidRequest(reason))
             return BadMessage(reason)
         method = msg.get("method")
-        if _truthy(method):
+        if type(method) is str and method:  # the usual request or notification
             id_ = msg.get("id")
-            if type(method) is not str:
-                reason = f"method must be a string, not {method!r}"
-                self._queue_error(id_ if _truthy(id_) else None, InvalidRequest(reason))
-                return BadMessage(reason)
             if _truthy(id_):
                 return Request(id_, method, msg.get("params"))
             return Notification(method, msg.get("params"))
+        if method is not None and _truthy(method):
+            id_ = msg.get("id")
+            reason = f"method must be a string, not {method!r}"
+            self._queue_error(id_ if _truthy(id_) else None, InvalidRequest(reason))
+            return BadMessage(reason)
         error = msg.get("error")
-        if _truthy(error):
+        if error is not None and _truthy(error):
             return ErrorResponse(msg.get("id"), RemoteError.from_wire(error))
         return Response(msg.get("id"), msg.get("result"))
 
@@ -253,10 +282,8 @@ class Peer:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
         """
         id_ = self._next_id
-        msg: dict[str, Any] = {"jsonrpc": _VERSION, "id": id_, "method": method}
-        if params is not None:
-            msg["params"] = params
-        self._out.append(encode(msg))
+        msg = {"jsonrpc": _VERSION, "id": id_, "method": method}
+        self._out.append(encode(msg) if params is None else encode(msg, "params", params))
         self._next_id = id_ + 1
         return id_
 
@@ -266,10 +293,8 @@ class Peer:
         Raises:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
         """
-        msg: dict[str, Any] = {"jsonrpc": _VERSION, "method": method}
-        if params is not None:
-            msg["params"] = params
-        self._out.append(encode(msg))
+        msg = {"jsonrpc": _VERSION, "method": method}
+        self._out.append(encode(msg) if params is None else encode(msg, "params", params))
 
     def send_result(self, id_: Any, result: Any) -> None:
         """Queue the successful response to the peer's request ``id_``.
@@ -277,7 +302,7 @@ class Peer:
         Raises:
             TypeError: ``result`` cannot be written as JSON (nothing is queued then).
         """
-        self._out.append(encode({"jsonrpc": _VERSION, "id": id_, "result": result}))
+        self._out.append(encode({"jsonrpc": _VERSION, "id": id_}, "result", result))
 
     def send_error(self, id_: Any, error: RemoteError) -> None:
         """Queue an error response to the peer's request ``id_``.

@@ -22,17 +22,18 @@ import inspect
 import logging
 import typing
 from collections.abc import Callable, Iterable
+from types import CoroutineType, GeneratorType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
 from ._errors import InternalError, InvalidParams
-from ._method import Method, result_adapter
+from ._method import Method, result_validator
 
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["Handler", "Router", "TypedResponder", "validation_errors"]
+__all__ = ["Handler", "Router", "TypedResponder", "is_awaitable", "validation_errors"]
 
 logger = logging.getLogger("jitpc")
 
@@ -41,6 +42,23 @@ TypedResponder = Callable[[Any, "Client"], Any]
 
 H = TypeVar("H", bound=Callable[..., Any])
 Handler = Callable[..., Any]
+
+
+_PLAIN: set[type] = {dict, list, str, int, float, bool, type(None)}
+
+
+def is_awaitable(value: Any) -> bool:
+    """:func:`inspect.isawaitable`, without its ABC check for the usual plain results."""
+    tp = type(value)
+    if tp in _PLAIN:
+        return False
+    if tp is CoroutineType:
+        return True
+    if inspect.isawaitable(value):
+        return True
+    if tp is not GeneratorType:  # a generator's awaitability depends on its code, not its type
+        _PLAIN.add(tp)
+    return False
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -193,7 +211,7 @@ def _responder(
     client_arg: str | None,
 ) -> TypedResponder:
     validate = params_type.__pydantic_validator__.validate_python
-    adapter = result_adapter(params_type)
+    validate_result = result_validator(params_type)
     result_type = params_type.__jitpc_result_type__
     exact = result_type if isinstance(result_type, type) else None
     is_async = inspect.iscoroutinefunction(handler)
@@ -202,7 +220,7 @@ def _responder(
         if exact is not None and type(result) is exact:
             return result  # validated when it was built
         try:
-            return adapter.validate_python(result)
+            return validate_result(result)
         except ValidationError as exc:
             logger.error(
                 "jitpc: the result of handler %r does not fit its result type: %s",
@@ -228,7 +246,7 @@ def _responder(
             result = handler(params)
         else:
             result = handler(**{params_arg: params, client_arg: client})
-        if is_async or inspect.isawaitable(result):
+        if is_async or is_awaitable(result):
             return finish(result)
         return check(result)
 
