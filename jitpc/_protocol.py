@@ -143,13 +143,22 @@ def encode(message: dict[str, Any], key: str | None = None, value: Any = None) -
         if key is not None:
             ser = _serializer(type(value))
             if ser is not None:
+                try:
+                    body = ser.to_json(value, by_alias=True)
+                except PydanticSerializationError as exc:
+                    raise TypeError(f"cannot encode as JSON: {exc}") from None
                 head = to_json(message)
-                body = ser.to_json(value, by_alias=True)
                 return b"".join((head[:-1], b',"', key.encode(), b'":', body, b"}\n"))
             message[key] = value
         return to_json(message, inf_nan_mode="null", by_alias=True) + b"\n"
     except PydanticSerializationError as exc:
-        raise TypeError(f"cannot encode as JSON: {exc}") from None
+        error = exc
+    # A string with a lone surrogate (which Node's JSON.parse gives for "\ud800") cannot be
+    # UTF-8: the json module writes it as the same escape, as JSON.stringify does.
+    try:
+        return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    except (TypeError, ValueError):
+        raise TypeError(f"cannot encode as JSON: {error}") from None
 
 
 class Peer:
@@ -245,8 +254,10 @@ class Peer:
         except ValueError:
             # pydantic's parser rejects escaped lone surrogates ("\ud800"), which Node's
             # JSON.stringify writes and JSON.parse accepts: give such lines a second chance.
+            # Decode strictly first: json.loads(bytes) would also take UTF-16, a BOM and
+            # UTF-8-encoded surrogates.
             try:
-                msg = json.loads(line, parse_constant=_reject_constant)
+                msg = json.loads(bytes(line).decode(), parse_constant=_reject_constant)
             except (ValueError, RecursionError) as exc:
                 if not line.strip():
                     return None  # a blank line
@@ -260,7 +271,15 @@ class Peer:
         method = msg.get("method")
         if type(method) is str and method:  # the usual request or notification
             id_ = msg.get("id")
-            if _truthy(id_):
+            if type(id_) is int or type(id_) is str:
+                if id_:
+                    return Request(id_, method, msg.get("params"))
+            elif _truthy(id_) and type(id_) is not float:
+                # JSON-RPC ids are strings or numbers: {} or [] or true cannot be answered.
+                reason = f"id must be a string or a number, not {id_!r}"
+                self._queue_error(None, InvalidRequest(reason))
+                return BadMessage(reason)
+            elif id_:
                 return Request(id_, method, msg.get("params"))
             return Notification(method, msg.get("params"))
         if method is not None and _truthy(method):

@@ -216,10 +216,16 @@ def test_unencodable_params_raise_and_queue_nothing() -> None:
     peer = Peer()
     with pytest.raises(TypeError):
         peer.send_request("m", {"x": object()})
-    with pytest.raises(TypeError):
-        peer.send_request("m", "\ud800")
     assert peer.data_to_send() == b""
     assert peer.send_request("m") == 1
+
+
+def test_lone_surrogates_are_written_as_escapes_like_json_stringify() -> None:
+    peer = Peer()
+    peer.send_result(1, "x\ud800y")
+    assert peer.data_to_send() == b'{"jsonrpc":"2.0","id":1,"result":"x\\ud800y"}\n'
+    [event] = Peer().receive_data(b'{"id":1,"result":"x\\ud800y"}\n')
+    assert event == Response(1, "x\ud800y")
 
 
 def test_error_with_unencodable_data_is_still_sent() -> None:
@@ -251,7 +257,6 @@ def test_two_peers_through_a_link() -> None:
     [
         # JavaScript truthiness, as Node jitpc tests these fields: {} and [] are true.
         (b'{"result":null,"error":{},"id":1}\n', ErrorResponse(1, RemoteError(""))),
-        (b'{"method":"m","id":{}}\n', Request({}, "m", None)),
         (b'{"method":"m","id":""}\n', Notification("m", None)),
         (b'{"method":"m","id":false}\n', Notification("m", None)),
         (b'{"method":"","id":1}\n', Response(1, None)),
@@ -265,6 +270,31 @@ def test_truthiness_is_javascripts(wire: bytes, event: Event) -> None:
         assert type(got.error) is RemoteError
     else:
         assert got == event
+
+
+@pytest.mark.parametrize("id_", [b"{}", b"[]", b"[1]", b"true", b'{"a":1}'])
+def test_ids_that_are_not_strings_or_numbers_are_invalid(id_: bytes) -> None:
+    peer = Peer()
+    [event] = peer.receive_data(b'{"method":"m","id":' + id_ + b"}\n")
+    assert isinstance(event, BadMessage)
+    [reply] = replies(peer)
+    assert (reply["id"], reply["error"]["code"]) == (None, -32600)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"method":"echo","id":8}'.encode("utf-16-le"),  # B21
+        b'{"method":"\xed\xa0\x80","id":9}',  # B22: a UTF-8-encoded surrogate
+        b'\xef\xbb\xbf{"method":"echo","id":12}',  # B25: a BOM
+        b'{"method":"a\x01b","id":14}',  # B28: a raw control character
+    ],
+)
+def test_only_strict_utf8_json_is_accepted(line: bytes) -> None:
+    peer = Peer()
+    [event] = peer.receive_data(line + b"\n")
+    assert isinstance(event, BadMessage)
+    assert replies(peer)[0]["error"]["code"] == -32700
 
 
 def test_escaped_lone_surrogate_from_node_is_accepted() -> None:
