@@ -19,6 +19,7 @@ import asyncio
 import inspect
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -37,6 +38,7 @@ from ._errors import (
 )
 from ._method import Method, result_validator
 from ._paths import address
+from ._peercred import check_peer
 from ._protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     BadMessage,
@@ -354,6 +356,12 @@ class Client:
             tries += 1
             try:
                 transport = await open_stream(path, self._protocol)
+            except PermissionError as exc:
+                raise ConnectError(
+                    f"refusing the jitpc server for {self.server_id!r} at {path}: {exc}",
+                    server_id=self.server_id,
+                    path=path,
+                ) from exc
             except OSError as exc:
                 if not is_retryable(exc):
                     raise ConnectError(
@@ -424,6 +432,14 @@ class Client:
         if self._closed:
             transport.abort()
             return
+        if self._server is not None:
+            # (The connecting side checks its server before the connection is set up.)
+            refusal = _foreign_peer(transport)
+            if refusal is not None:
+                transport.abort()
+                logger.warning("jitpc server %r refused a connection: %s", self.server_id, refusal)
+                self._mark_closed(refusal)
+                return
         self._transport = transport
         _shutdown.track(self._loop, self)
         if self._server is not None:
@@ -664,6 +680,18 @@ class Client:
 
     def _abort_at_shutdown(self) -> None:
         self.destroy()
+
+
+def _foreign_peer(transport: asyncio.BaseTransport) -> PermissionError | None:
+    """Why the peer of this (accepted) connection must be refused, if it must."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or getattr(sock, "family", None) != getattr(socket, "AF_UNIX", None):
+        return None
+    try:
+        check_peer(sock)
+    except PermissionError as exc:
+        return exc
+    return None
 
 
 def _type_name(tp: Any) -> str:

@@ -21,6 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import cast
 
+from ._peercred import check_peer
+
 __all__ = ["Listener", "is_retryable", "open_stream", "serve"]
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
@@ -132,7 +134,12 @@ else:
         return exc.errno in _RETRYABLE
 
     async def open_stream(path: str, factory: ProtocolFactory) -> asyncio.BaseTransport:
-        """Connect to the Unix socket at ``path``."""
+        """Connect to the Unix socket at ``path``, served by a process of this user.
+
+        Raises:
+            PermissionError: the server runs as another user.
+            OSError: no connection (see :func:`is_retryable`).
+        """
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -142,6 +149,7 @@ else:
             # "in progress" and then reports as success on an unconnected socket (research T15).
             # getpeername() tells the difference: ENOTCONN, which the caller retries.
             sock.getpeername()
+            check_peer(sock)  # a server of another user is refused before anything is sent
             transport, _ = await loop.create_unix_connection(factory, sock=sock)
         except BaseException:
             sock.close()
