@@ -43,6 +43,7 @@ from ._protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     BadMessage,
     ErrorResponse,
+    Event,
     Notification,
     Peer,
     Request,
@@ -68,6 +69,12 @@ R = TypeVar("R")
 
 # Node jitpc's Fibonacci back-off: the sleeps between connect attempts (PROTOCOL.md §6).
 BACKOFF = (0.05, 0.1, 0.15, 0.25, 0.4, 0.65, 1.05, 1.7, 2.75)
+#: Requests from the peer handled at once on one connection (async responders); at the cap,
+#: reading from that peer stops until some finish.
+MAX_IN_FLIGHT = 1024
+#: Bytes of answers written while the peer is not reading them; past it, reading stops.
+MAX_UNSENT_REPLY_BYTES = 4 * 1024 * 1024
+
 # Each sleep is stretched or shrunk by up to this fraction, so that a herd of clients that
 # failed together does not retry in lockstep.
 JITTER = 0.2
@@ -130,6 +137,9 @@ class Client:
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._held: list[bytes] | None = None
+        self._reading_paused = False
+        self._unsent_replies = 0
+        self._deferred: list[Event] = []
         self._holds = 0
 
     def __repr__(self) -> str:
@@ -451,8 +461,7 @@ class Client:
         self._holds += 1
         if self._held is None:
             self._held = []
-            if self._transport is not None:
-                self._transport.pause_reading()
+            self._update_reading()
 
     def _release(self) -> None:
         self._holds -= 1
@@ -461,10 +470,36 @@ class Client:
         held, self._held = self._held, None
         if self._closed or self._transport is None:
             return
-        self._transport.resume_reading()
+        self._update_reading()
         for data in held or ():
             if not self._closed:
                 self._data_received(data)
+
+    def _update_reading(self) -> None:
+        """Pause or resume reading from the peer: backpressure (research T13, section 2).
+
+        Reading stops while an async on_client runs, while ``MAX_IN_FLIGHT`` requests from the
+        peer are being handled, or while more than ``MAX_UNSENT_REPLY_BYTES`` of our answers wait
+        behind a peer that does not read them. What a peer can make us hold is then bounded,
+        and the kernel's socket buffer pushes back on the peer. Only answers count toward the
+        byte bound: our own requests wait for the drain in :meth:`request` instead, so two
+        peers sending each other large requests at once never both stop reading.
+        """
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        pause = (
+            self._held is not None
+            or bool(self._deferred)
+            or len(self._tasks) >= MAX_IN_FLIGHT
+            or self._unsent_replies > MAX_UNSENT_REPLY_BYTES
+        )
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def _data_received(self, data: bytes) -> None:
         if self._held is not None:
@@ -473,22 +508,10 @@ class Client:
             return
         peer = self._peer
         events = peer.receive_data(data)
-        self._flush_pending = True  # replies made below go out in one write, at the end
-        pending = self._pending
-        for event in events:
-            kind = type(event)
-            if kind is Response:
-                future = pending.pop(event.id, None) if type(event.id) is int else None  # type: ignore[union-attr]
-                if future is not None and not future.done():
-                    future.set_result(event.result)  # type: ignore[union-attr]
-            elif kind is Request or kind is Notification:
-                self._dispatch(event)  # type: ignore[arg-type]
-            elif kind is ErrorResponse:
-                self._error_response(event)  # type: ignore[arg-type]
-            else:
-                assert isinstance(event, BadMessage)
-                logger.warning("jitpc peer %r sent a bad message: %s", self, event.reason)
-        self._flush()
+        if self._deferred:
+            self._deferred.extend(events)  # read before pause_reading() took effect
+        else:
+            self._process(events)
         if peer.failed:
             bad = events[-1]
             assert isinstance(bad, BadMessage)
@@ -499,6 +522,28 @@ class Client:
             self._fail(error)
         elif self._ending:
             self._maybe_finish_end()
+
+    def _process(self, events: list[Event]) -> None:
+        self._flush_pending = True  # replies made below go out in one write, at the end
+        pending = self._pending
+        for index, event in enumerate(events):
+            kind = type(event)
+            if kind is Response:
+                future = pending.pop(event.id, None) if type(event.id) is int else None  # type: ignore[union-attr]
+                if future is not None and not future.done():
+                    future.set_result(event.result)  # type: ignore[union-attr]
+            elif kind is Request or kind is Notification:
+                if len(self._tasks) >= MAX_IN_FLIGHT:
+                    # At the cap: the rest waits (see _update_reading) until handlers finish.
+                    self._deferred = events[index:]
+                    break
+                self._dispatch(event)  # type: ignore[arg-type]
+            elif kind is ErrorResponse:
+                self._error_response(event)  # type: ignore[arg-type]
+            else:
+                assert isinstance(event, BadMessage)
+                logger.warning("jitpc peer %r sent a bad message: %s", self, event.reason)
+        self._flush()
 
     def _error_response(self, event: ErrorResponse) -> None:
         id_ = event.id
@@ -532,6 +577,9 @@ class Client:
 
     def _resume_writing(self) -> None:
         self._write_paused = False
+        if self._unsent_replies:
+            self._unsent_replies = 0
+            self._update_reading()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -567,6 +615,8 @@ class Client:
             task = self._loop.create_task(self._finish(id_, event.method, result))  # type: ignore[union-attr]
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+            if len(self._tasks) >= MAX_IN_FLIGHT:
+                self._update_reading()
         elif id_ is not None:
             self._send_result(id_, result)
 
@@ -595,6 +645,11 @@ class Client:
         self._tasks.discard(task)
         if not self._closed:
             self._schedule_flush()
+            if self._deferred and len(self._tasks) < MAX_IN_FLIGHT:
+                deferred, self._deferred = self._deferred, []
+                self._process(deferred)
+            if self._reading_paused:
+                self._update_reading()
             if self._ending:
                 self._maybe_finish_end()
 
@@ -625,10 +680,17 @@ class Client:
         self._flush_pending = False
         data = self._peer.data_to_send()
         if data and self._transport is not None and not self._eof_sent and not self._closed:
+            was_paused = self._write_paused
             self._transport.write(data)
+            if was_paused:
+                # The peer is not reading what we send: count it (mostly answers; see
+                # _update_reading) and stop reading once too much is waiting.
+                self._unsent_replies += len(data)
+                if self._unsent_replies > MAX_UNSENT_REPLY_BYTES:
+                    self._update_reading()
 
     def _maybe_finish_end(self) -> None:
-        if not self._ending or self._eof_sent or self._pending or self._tasks:
+        if not self._ending or self._eof_sent or self._pending or self._tasks or self._deferred:
             return
         transport = self._transport
         if transport is None or self._closed:
