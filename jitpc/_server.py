@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from . import _shutdown
 from ._client import Client
+from ._errors import JitpcError
 from ._lock import Lock, try_acquire
 from ._paths import address
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
@@ -32,6 +33,9 @@ logger = logging.getLogger("jitpc")
 OnClient = Callable[[Client], Awaitable[object] | object]
 SpindownHook = Callable[[], Awaitable[object] | object]
 OnError = Callable[[BaseException], object]
+
+#: Seconds between checks that the lock and socket files are still this server's.
+WATCH_INTERVAL = 1.0
 
 C = TypeVar("C", bound=OnClient)
 H = TypeVar("H", bound=Callable[..., object])
@@ -74,6 +78,10 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._router = Router()
         self._routers: list[Router] = [self._router]
+        self._watch: asyncio.TimerHandle | None = None
+        self._lost = False
+        self._rebinding: asyncio.Task[None] | None = None
+        self._socket_path = ""  # set by listen()
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else f"{len(self._clients)} clients"
@@ -177,6 +185,8 @@ class Server:
         if self._closing is not None:
             client.destroy()
             return
+        if not self._lost:
+            self._check_files()
         for fn in self._on_client:
             try:
                 result = fn(client)
@@ -206,6 +216,69 @@ class Server:
             del self._clients[client.id]
             heapq.heappush(self._free_ids, client.id)
         if not self._clients and self._closing is None:
+            self._start_timer()
+
+    # -- keeping the id (research T5) ------------------------------------------------------
+
+    def _start_watch(self) -> None:
+        self._watch = self._loop.call_later(WATCH_INTERVAL, self._watch_fired)
+
+    async def _rebind(self, old: Listener) -> None:
+        try:
+            self._listener = await serve(self._socket_path, self._accept)
+        except OSError as exc:
+            self._report(exc, "cannot re-create its removed socket")
+            self._lost = True
+            self._spindown_enabled = True
+            self._spindown_timeout = 0.0
+            if not self._clients:
+                self._start_timer()
+        else:
+            logger.warning("jitpc server %r: its socket file was removed; re-created", self.id)
+        finally:
+            old.close()  # stops the old listener; the path now names the new socket
+            self._rebinding = None
+
+    def _watch_fired(self) -> None:
+        self._watch = None
+        if self._closing is None and not self._lost:
+            self._check_files()
+            if not self._lost:
+                self._start_watch()
+
+    def _check_files(self) -> None:
+        """Stop serving if a temp cleaner (or anyone) removed or replaced our lock or socket.
+
+        Another server may then take the id with a new lock file; two servers must never
+        accept for one path, so this one stops accepting at once, lets its clients finish,
+        and closes when they have gone.
+        """
+        listener = self._listener
+        if listener is None or listener.still_ours():
+            if self._lock.still_ours():
+                return
+        elif self._lock.still_ours():
+            # Only the socket file is gone: the id is still ours, so serve a new one.
+            if self._rebinding is None:
+                self._rebinding = self._loop.create_task(self._rebind(listener))
+            return
+        self._lost = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if listener is not None:
+            listener.close()  # removes the socket file only if it is still ours
+        self._report(
+            JitpcError(
+                f"the lock file or socket of jitpc id {self.id!r} was removed or replaced; "
+                "this server stops accepting and closes once its clients are gone"
+            ),
+            "lost its id",
+        )
+        # Spin down as soon as the last client has gone (the hook still runs).
+        self._spindown_enabled = True
+        self._spindown_timeout = 0.0
+        if not self._clients:
             self._start_timer()
 
     # -- spindown --------------------------------------------------------------------------
@@ -253,6 +326,11 @@ class Server:
 
     async def _close(self) -> None:
         self._cancel_timer()
+        if self._rebinding is not None:
+            self._rebinding.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         listener = self._listener
         try:
             if listener is not None:
@@ -270,6 +348,9 @@ class Server:
 
     def _abort_at_shutdown(self) -> None:
         self._cancel_timer()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._listener is not None:
             self._listener.close()
         for client in list(self._clients.values()):
@@ -327,10 +408,12 @@ async def listen(
         )
         if on_client is not None:
             server.on_client(on_client)
+        server._socket_path = addr.socket
         server._listener = await serve(addr.socket, server._accept)
     except BaseException:
         lock.release()
         raise
     _shutdown.track(server._loop, server)
     server._start_timer()
+    server._start_watch()
     return server
