@@ -402,6 +402,8 @@ class Client:
                         path=path,
                     ) from exc
             delay = next(delays, None)
+            if delay is not None:
+                logger.debug("jitpc: no server at %s yet (%s); trying again", path, last_error)
             if delay is None:
                 raise ConnectError(
                     f"no jitpc server for {self.server_id!r} at {path} after {tries} tries "
