@@ -39,6 +39,7 @@ from ._errors import InvalidRequest, ParseError, RemoteError
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "dump",
     "BadMessage",
     "ErrorResponse",
     "Event",
@@ -128,37 +129,46 @@ def _serializer(tp: type) -> Any:
         return ser
 
 
-def encode(message: dict[str, Any], key: str | None = None, value: Any = None) -> bytes:
-    """One message as a line of compact JSON; ``key: value`` goes last, if given.
-
-    A pydantic model as ``value`` is written by its own serializer and spliced in: several
-    times faster than the general encoder finding it inside the message. Models are written by
-    alias, as they validate.
+def dump(value: Any) -> bytes:
+    """One JSON value, compact. A pydantic model is written by its own serializer, by alias
+    (as it validates); anything else by pydantic's general encoder, non-finite floats as
+    ``null`` (as JSON.stringify does).
 
     Raises:
-        TypeError: the message holds something that cannot be written as JSON (an unknown type,
-            a string with a lone surrogate).
+        TypeError: ``value`` cannot be written as JSON (an unknown type, say).
     """
+    ser = _serializer(type(value))
     try:
-        if key is not None:
-            ser = _serializer(type(value))
-            if ser is not None:
-                try:
-                    body = ser.to_json(value, by_alias=True)
-                except PydanticSerializationError as exc:
-                    raise TypeError(f"cannot encode as JSON: {exc}") from None
-                head = to_json(message)
-                return b"".join((head[:-1], b',"', key.encode(), b'":', body, b"}\n"))
-            message[key] = value
-        return to_json(message, inf_nan_mode="null", by_alias=True) + b"\n"
+        if ser is not None:
+            return ser.to_json(value, by_alias=True)  # type: ignore[no-any-return]
+        return to_json(value, inf_nan_mode="null", by_alias=True)
     except PydanticSerializationError as exc:
         error = exc
-    # A string with a lone surrogate (which Node's JSON.parse gives for "\ud800") cannot be
-    # UTF-8: the json module writes it as the same escape, as JSON.stringify does.
-    try:
-        return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-    except (TypeError, ValueError):
-        raise TypeError(f"cannot encode as JSON: {error}") from None
+    if ser is None:
+        # A string with a lone surrogate (Node's JSON.parse gives one for "\ud800") is not
+        # UTF-8: the json module writes it as the same escape, as JSON.stringify does.
+        try:
+            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"cannot encode as JSON: {error}") from None
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as a line of compact JSON (see :func:`dump`)."""
+    return dump(message) + b"\n"
+
+
+_method_names: dict[str, bytes] = {}
+
+
+def _method_json(method: str) -> bytes:
+    encoded = _method_names.get(method)
+    if encoded is None:
+        encoded = dump(method)
+        if len(_method_names) < 4096:
+            _method_names[method] = encoded
+    return encoded
 
 
 class Peer:
@@ -301,8 +311,16 @@ class Peer:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
         """
         id_ = self._next_id
-        msg = {"jsonrpc": _VERSION, "id": id_, "method": method}
-        self._out.append(encode(msg) if params is None else encode(msg, "params", params))
+        name = _method_json(method)
+        if params is None:
+            line = b'{"jsonrpc":"2.0","id":%d,"method":%b}\n' % (id_, name)
+        else:
+            line = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":%b}\n' % (
+                id_,
+                name,
+                dump(params),
+            )
+        self._out.append(line)
         self._next_id = id_ + 1
         return id_
 
@@ -312,8 +330,12 @@ class Peer:
         Raises:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
         """
-        msg = {"jsonrpc": _VERSION, "method": method}
-        self._out.append(encode(msg) if params is None else encode(msg, "params", params))
+        name = _method_json(method)
+        if params is None:
+            self._out.append(b'{"jsonrpc":"2.0","method":%b}\n' % name)
+        else:
+            line = b'{"jsonrpc":"2.0","method":%b,"params":%b}\n' % (name, dump(params))
+            self._out.append(line)
 
     def send_result(self, id_: Any, result: Any) -> None:
         """Queue the successful response to the peer's request ``id_``.
@@ -321,7 +343,11 @@ class Peer:
         Raises:
             TypeError: ``result`` cannot be written as JSON (nothing is queued then).
         """
-        self._out.append(encode({"jsonrpc": _VERSION, "id": id_}, "result", result))
+        body = dump(result)
+        if type(id_) is int:
+            self._out.append(b'{"jsonrpc":"2.0","id":%d,"result":%b}\n' % (id_, body))
+        else:
+            self._out.append(b'{"jsonrpc":"2.0","id":%b,"result":%b}\n' % (dump(id_), body))
 
     def send_error(self, id_: Any, error: RemoteError) -> None:
         """Queue an error response to the peer's request ``id_``.

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from . import _shutdown
+from . import _shutdown, _typed
 from ._client import Client
 from ._errors import JitpcError
 from ._lock import Lock, try_acquire
@@ -133,6 +133,7 @@ class Server:
     def mount(self, router: Router) -> None:
         """Serve ``router``'s typed methods to every client (after this server's own)."""
         self._routers.append(router)
+        _typed.changed()
 
     def openrpc(self, *, version: str = "0.0.0") -> dict[str, Any]:
         """The OpenRPC document of this server's typed methods, as ``rpc.discover`` answers."""

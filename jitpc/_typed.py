@@ -33,7 +33,15 @@ from ._method import Method, result_validator
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["Handler", "Router", "TypedResponder", "is_awaitable", "validation_errors"]
+__all__ = [
+    "Cache",
+    "Handler",
+    "Router",
+    "TypedResponder",
+    "changed",
+    "is_awaitable",
+    "validation_errors",
+]
 
 logger = logging.getLogger("jitpc")
 
@@ -42,6 +50,21 @@ TypedResponder = Callable[[Any, "Client"], Any]
 
 H = TypeVar("H", bound=Callable[..., Any])
 Handler = Callable[..., Any]
+
+
+#: Bumped whenever any router or mount changes, so that clients' lookup caches know.
+version = 0
+
+
+def changed() -> None:
+    global version
+    version += 1
+
+
+class Cache(dict[str, TypedResponder]):
+    """A client's method name -> typed responder cache, valid for one :data:`version`."""
+
+    version = -1
 
 
 _PLAIN: set[type] = {dict, list, str, int, float, bool, type(None)}
@@ -130,6 +153,7 @@ class Router:
             raise ValueError(f"method {name!r} is already registered")
         respond = _responder(name, params_type, handler, params_arg, client_arg)
         self._entries[name] = _Entry(name, params_type, handler, respond)
+        changed()
 
     def lookup(self, name: str) -> TypedResponder | None:
         entry = self._entries.get(name)
