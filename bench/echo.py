@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic_core import from_json, to_json
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_FILE = Path(__file__).resolve()
 NODE_SCRIPT = BENCH_FILE.parent / "node_echo.js"
@@ -288,10 +290,71 @@ class BaselineEcho(EchoClient):
         await self.writer.wait_closed()
 
 
+class _RawLines(asyncio.Protocol):
+    """Newline framing over an asyncio Protocol, JSON by pydantic_core: the fastest plain
+    Python we know to write by hand (issue 5's "asyncio Protocol + uvloop + orjson" row)."""
+
+    def __init__(self, on_message: Callable[[Any], None]) -> None:
+        self.on_message = on_message
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+        *lines, self.buffer = data.split(b"\n")
+        for line in lines:
+            self.on_message(from_json(line))
+
+
+class RawEcho(EchoClient):
+    async def open(self, server_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.last_id = 0
+        _, self.proto = await loop.create_unix_connection(
+            lambda: _RawLines(self.on_response), socket_path(server_id)
+        )
+
+    def on_response(self, response: Any) -> None:
+        self.pending.pop(response["id"]).set_result(response["result"])
+
+    async def call(self, params: Any) -> Any:
+        self.last_id = id_ = self.last_id + 1
+        future = asyncio.get_running_loop().create_future()
+        self.pending[id_] = future
+        assert self.proto.transport is not None
+        self.proto.transport.write(to_json({"id": id_, "method": "echo", "params": params}) + b"\n")
+        return await future
+
+    @contextlib.asynccontextmanager
+    async def session(self, concurrency: int) -> AsyncIterator[Call]:
+        yield self.call
+
+    async def close(self) -> None:
+        assert self.proto.transport is not None
+        self.proto.transport.close()
+
+
+def raw_server_protocol() -> asyncio.Protocol:
+    proto: _RawLines
+
+    def on_request(request: Any) -> None:
+        assert proto.transport is not None
+        proto.transport.write(to_json({"id": request["id"], "result": request["params"]}) + b"\n")
+
+    proto = _RawLines(on_request)
+    return proto
+
+
 CLIENT_KINDS: dict[str, type[EchoClient]] = {
     "jitpc": JitpcEcho,
     "typed": TypedEcho,
     "baseline": BaselineEcho,
+    "raw": RawEcho,
 }
 
 
@@ -326,6 +389,13 @@ async def child_server(kind: str, server_id: str) -> int:
         emit({"ready": True})
         await until_stdin_closes()
         await server.close()
+    elif kind == "raw":
+        raw = await asyncio.get_running_loop().create_unix_server(
+            raw_server_protocol, socket_path(server_id), backlog=511
+        )
+        emit({"ready": True})
+        await until_stdin_closes()
+        raw.close()
     elif kind == "baseline":
         srv = await asyncio.start_unix_server(
             baseline_handle, socket_path(server_id), limit=BASELINE_LINE_LIMIT
@@ -428,6 +498,7 @@ TYPED = Endpoint("python", kind="typed")
 TYPED_UV = Endpoint("python", kind="typed", loop="uvloop")
 BASE = Endpoint("python", kind="baseline")
 BASE_UV = Endpoint("python", kind="baseline", loop="uvloop")
+RAW_UV = Endpoint("python", kind="raw", loop="uvloop")
 NODE = Endpoint("node")
 
 #: The ratio columns compare each row to these rows on the same workload.
@@ -441,6 +512,7 @@ IMPLS: tuple[Impl, ...] = (
     Impl("typed-uvloop", "typed jitpc (uvloop)", TYPED_UV, TYPED_UV),
     Impl(BASELINE_KEY, "BASELINE asyncio+json", BASE, BASE),
     Impl("baseline-uvloop", "baseline uvloop+json", BASE_UV, BASE_UV),
+    Impl("raw-uvloop", "raw Protocol+uvloop", RAW_UV, RAW_UV),
     Impl(NODE_KEY, "Node jitpc 2.2.7", NODE, NODE),
     Impl("py-to-node", "py client -> node srv", NODE, PY),
     Impl("node-to-py", "node client -> py srv", PY, NODE),

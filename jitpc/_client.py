@@ -247,6 +247,9 @@ class Client:
         future = self._loop.create_future()  # type: ignore[union-attr]
         self._pending[id_] = future
         if not self._flush_pending:
+            # The first request of a loop turn goes out at once (a sequential caller waits for
+            # nothing more); the ones that follow in the same turn share one later write.
+            self._flush()
             self._flush_pending = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
         return id_, future
