@@ -19,7 +19,6 @@ import socket
 import stat
 import sys
 from collections.abc import Callable
-from typing import cast
 
 from ._peercred import check_peer
 
@@ -66,63 +65,32 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 if sys.platform == "win32":
+    # Named pipes for this user only: owner-only DACL, first-instance and reject-remote-clients
+    # flags, and each end checks the other's user (research T12; see _winpipe).
+    from . import _winpipe
+
     _RETRYABLE = frozenset({errno.ENOENT, errno.EAGAIN, errno.ECONNREFUSED})
-    _ERROR_FILE_NOT_FOUND = 2
-    _ERROR_PIPE_BUSY = 231
 
     def is_retryable(exc: OSError) -> bool:
         """Whether a failed connect may succeed later (no server yet, or a busy one)."""
-        return exc.errno in _RETRYABLE or getattr(exc, "winerror", None) in (
-            _ERROR_FILE_NOT_FOUND,
-            _ERROR_PIPE_BUSY,
-        )
-
-    def _proactor() -> asyncio.ProactorEventLoop:
-        loop = asyncio.get_running_loop()
-        if not isinstance(loop, asyncio.ProactorEventLoop):
-            raise RuntimeError(
-                "jitpc on Windows needs asyncio's ProactorEventLoop (the default) for named pipes"
-            )
-        return loop
-
-    def _as_stream(factory: ProtocolFactory) -> Callable[[], asyncio.StreamReaderProtocol]:
-        return cast("Callable[[], asyncio.StreamReaderProtocol]", factory)
+        return exc.errno in _RETRYABLE or exc.winerror in _winpipe.RETRYABLE_WINERRORS
 
     async def open_stream(path: str, factory: ProtocolFactory) -> asyncio.BaseTransport:
-        """Connect to the named pipe at ``path``."""
-        # typeshed narrows the factory to StreamReaderProtocol; any Protocol works.
-        transport, _ = await _proactor().create_pipe_connection(_as_stream(factory), path)
-        return transport
+        """Connect to the named pipe at ``path``, served by a process of this user.
 
-    class _PipeServer(asyncio.AbstractServer):
-        def __init__(self, servers: list[asyncio.windows_events.PipeServer]) -> None:
-            self._servers = servers
-            self._closed = asyncio.Event()
-
-        def close(self) -> None:
-            for server in self._servers:
-                server.close()
-            self._closed.set()
-
-        async def wait_closed(self) -> None:
-            await self._closed.wait()
-
-        def get_loop(self) -> asyncio.AbstractEventLoop:
-            return asyncio.get_running_loop()
-
-        def is_serving(self) -> bool:
-            return not self._closed.is_set()
-
-        async def start_serving(self) -> None:
-            return None
-
-        async def serve_forever(self) -> None:
-            await self._closed.wait()
+        Raises:
+            PermissionError: the server runs as another user, or the pipe refuses this user.
+            OSError: no connection (see :func:`is_retryable`).
+        """
+        return await _winpipe.connect(path, factory)
 
     async def serve(path: str, factory: ProtocolFactory) -> Listener:
-        """Serve the named pipe at ``path``. The caller must hold the id lock."""
-        servers = await _proactor().start_serving_pipe(_as_stream(factory), path)
-        return Listener(_PipeServer(servers), path, None)
+        """Serve the named pipe at ``path``. The caller must hold the id lock.
+
+        Raises:
+            PermissionError: the pipe name is taken (pipe names are machine-wide on Windows).
+        """
+        return Listener(await _winpipe.serve(path, factory), path, None)
 
 else:
     _RETRYABLE = frozenset(
