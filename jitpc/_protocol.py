@@ -295,7 +295,8 @@ class Peer:
         if method is not None and _truthy(method):
             id_ = msg.get("id")
             reason = f"method must be a string, not {method!r}"
-            self._queue_error(id_ if _truthy(id_) else None, InvalidRequest(reason))
+            echo = id_ if type(id_) in (int, float, str) and _truthy(id_) else None
+            self._queue_error(echo, InvalidRequest(reason))
             return BadMessage(reason)
         error = msg.get("error")
         if error is not None and _truthy(error):
