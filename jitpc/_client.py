@@ -49,7 +49,7 @@ from ._protocol import (
     Request,
     Response,
 )
-from ._transport import is_retryable, open_stream
+from ._transport import is_retryable, open_stream, peer_gone
 from ._typed import Router, TypedResponder, is_awaitable, validation_errors
 
 if TYPE_CHECKING:
@@ -583,6 +583,12 @@ class Client:
             assert isinstance(event, BadMessage)
             logger.warning("jitpc peer %r: %s", self, event.reason)
         self._fail_pending(ClosedError("jitpc peer closed the connection"))
+        if self._transport is not None and peer_gone(self._transport):
+            # Not a half-close: nothing can be sent back. Release the connection (and its
+            # server-side id) now, rather than when a running responder's answer finds a
+            # broken pipe; the responders themselves still run to their end.
+            self._mark_closed(ClosedError("jitpc peer closed the connection"))
+            return False
         if self._eof_sent:
             assert self._transport is not None
             self._transport.close()  # both halves are closed now

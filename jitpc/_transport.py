@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
 import socket
 import stat
 import sys
@@ -22,7 +23,7 @@ from collections.abc import Callable
 
 from ._peercred import check_peer
 
-__all__ = ["Listener", "is_retryable", "open_stream", "serve"]
+__all__ = ["Listener", "is_retryable", "open_stream", "peer_gone", "serve"]
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -44,13 +45,15 @@ class Listener:
 
     def close(self) -> None:
         """Stop accepting, and remove the socket file if it is still ours. Idempotent."""
-        self._server.close()
+        # Check and unlink while our socket still exists: once closed, its inode number may
+        # be reused by a new server's socket at the same path.
         if self._identity is not None and self.still_ours():
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
         self._identity = None
+        self._server.close()
 
     async def wait_closed(self) -> None:
         await self._server.wait_closed()
@@ -83,6 +86,10 @@ if sys.platform == "win32":
             OSError: no connection (see :func:`is_retryable`).
         """
         return await _winpipe.connect(path, factory)
+
+    def peer_gone(transport: asyncio.BaseTransport) -> bool:
+        """Pipes do not half-close: an end of stream is the whole connection."""
+        return True
 
     async def serve(path: str, factory: ProtocolFactory) -> Listener:
         """Serve the named pipe at ``path``. The caller must hold the id lock.
@@ -119,10 +126,31 @@ else:
             sock.getpeername()
             check_peer(sock)  # a server of another user is refused before anything is sent
             transport, _ = await loop.create_unix_connection(factory, sock=sock)
-        except BaseException:
+        except BaseException as exc:
             sock.close()
+            if isinstance(exc, ConnectionRefusedError) and not _is_socket(path):
+                # Not a stale socket that a new server will replace: no point retrying.
+                raise FileExistsError(
+                    errno.EEXIST, "jitpc socket path exists and is not a socket", path
+                ) from None
             raise
         return transport
+
+    def _is_socket(path: str) -> bool:
+        try:
+            return stat.S_ISSOCK(os.lstat(path).st_mode)
+        except OSError:
+            return True  # gone meanwhile: as good as a missing socket, which is retried
+
+    def peer_gone(transport: asyncio.BaseTransport) -> bool:
+        """After end-of-stream: whether the peer closed its whole connection (it exited or
+        closed), rather than only its sending half. Linux and the BSDs raise POLLHUP then."""
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLOUT)
+        return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     def _remove_stale(path: str) -> None:
         try:

@@ -368,3 +368,13 @@ async def test_oversized_message_closes_the_connection_with_a_protocol_error(
             # The server is unaffected.
             async with jitpc.connect(server_id) as other:
                 assert await other.request("echo", 1) == 1
+
+
+async def test_a_file_at_the_socket_path_fails_at_once(server_id: str, jitpc_tmpdir: Path) -> None:
+    (jitpc_tmpdir / f"{server_id}.sock").write_text("not a socket")
+    calls: list[str] = []
+    async with asyncio.timeout(HANG):
+        client = jitpc.connect(server_id, spinup=lambda: calls.append("spinup"))
+        with pytest.raises(jitpc.ConnectError, match="not a socket"):
+            await client.open()
+    assert calls == []  # no server could ever answer there: no spinup, no back-off

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodesetup import JITPC_VERSION, ensure_node_jitpc
 from pydantic import BaseModel
 
 import jitpc
+from nodesetup import JITPC_VERSION, ensure_node_jitpc
 from support import HANG, peer_command, python_env
 
 NODE = shutil.which("node")

@@ -282,3 +282,46 @@ async def test_user_data_and_statistics_of_clients(server_id: str) -> None:
         assert server is not None
         async with server, jitpc.connect(server_id) as client:
             assert await client.request("tag") == {"tag": 0}
+
+
+async def test_a_dead_client_is_released_while_its_responder_still_runs(server_id: str) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[object] = []
+    served: asyncio.Queue[jitpc.Client] = asyncio.Queue()
+
+    def on_client(client: jitpc.Client) -> None:
+        async def wait(params: Any) -> Any:
+            started.set()
+            await release.wait()
+            finished.append(params)
+            return params
+
+        client.respond("wait", wait)
+        served.put_nowait(client)
+
+    async with asyncio.timeout(HANG):
+        server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
+        assert server is not None
+        async with server:
+            request = b'{"jsonrpc":"2.0","id":1,"method":"wait","params":"x"}\n'
+            sock_path = os.path.join(os.environ["TMPDIR"], f"{server_id}.sock")
+            proc = await asyncio.create_subprocess_exec(
+                *peer_command("raw_client.py", sock_path, request.hex()),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=python_env(),
+            )
+            try:
+                peer = await served.get()
+                await started.wait()
+                proc.kill()  # not a half-close: the whole connection is gone
+                await proc.wait()
+                await peer.wait_closed()  # released at once, not when the responder returns
+                assert server.client_by_id(peer.id) is None and finished == []
+            finally:
+                await reap(proc)
+            release.set()
+            async with jitpc.connect(server_id) as other:  # the id is free again
+                assert await other.request("wait", "y") == "y"
+            assert finished == ["x", "y"]  # the dead client's responder ran to its end
