@@ -170,8 +170,7 @@ def check_replies(out: bytes, body: bytes) -> None:
         assert type(error) is dict and error.get("code") in (PARSE, INVALID), line
         assert type(error.get("message")) is str and error["message"], line
         id_ = reply["id"]
-        if not LENIENT_IDS:
-            assert id_ is None or ((type(id_) is str or is_number(id_)) and truthy(id_)), line
+        assert id_ is None or ((type(id_) is str or is_number(id_)) and truthy(id_)), line
 
 
 def summary(event: Event) -> Any:
@@ -258,18 +257,10 @@ def instrument_jitpc(atheris: Any) -> None:
     print(f"instrumented {len(functions)} jitpc functions", file=sys.stderr)
 
 
-#: Set by ``--lenient-ids``: accept an error reply that echoes any id (see fuzz/README.md).
-LENIENT_IDS = False
-
-
 def main() -> None:
-    global LENIENT_IDS
     # Imported here: atheris is not a dependency, and not installed where the types are checked.
     atheris: Any = importlib.import_module("atheris")
     argv = list(sys.argv)
-    if "--lenient-ids" in argv:
-        argv.remove("--lenient-ids")
-        LENIENT_IDS = True
     dirs = [arg for arg in argv[1:] if not arg.startswith("-")]
     if not dirs:
         work = Path(tempfile.mkdtemp(prefix="jitpc-fuzz-"))
