@@ -380,6 +380,10 @@ class Client:
 
     async def _connect(self) -> None:
         path = address(self.server_id).socket
+
+        def failure(message: str) -> ConnectError:
+            return ConnectError(message, server_id=self.server_id, path=path)
+
         spinup = self._spinup
         delays = iter(BACKOFF)
         tries = 0
@@ -388,27 +392,19 @@ class Client:
             try:
                 transport = await open_stream(path, self._protocol)
             except PermissionError as exc:
-                raise ConnectError(
-                    f"refusing the jitpc server for {self.server_id!r} at {path}: {exc}",
-                    server_id=self.server_id,
-                    path=path,
+                raise failure(
+                    f"refusing the jitpc server for {self.server_id!r} at {path}: {exc}"
                 ) from exc
             except OSError as exc:
                 if not is_retryable(exc):
-                    raise ConnectError(
-                        f"cannot connect to jitpc server {self.server_id!r} at {path}: {exc}",
-                        server_id=self.server_id,
-                        path=path,
+                    raise failure(
+                        f"cannot connect to jitpc server {self.server_id!r} at {path}: {exc}"
                     ) from exc
                 last_error = exc
             else:
                 if self._transport is None and not self._closed:
                     transport.close()  # our connection_made failed: never leave a request hanging
-                    raise ConnectError(
-                        f"connected to {path}, but could not set up the connection",
-                        server_id=self.server_id,
-                        path=path,
-                    )
+                    raise failure(f"connected to {path}, but could not set up the connection")
                 return
             if spinup is not None:
                 hook, spinup = spinup, None
@@ -417,21 +413,16 @@ class Client:
                     if inspect.isawaitable(started):
                         await started
                 except Exception as exc:
-                    raise ConnectError(
-                        f"the spinup hook for jitpc server {self.server_id!r} failed: {exc!r}",
-                        server_id=self.server_id,
-                        path=path,
+                    raise failure(
+                        f"the spinup hook for jitpc server {self.server_id!r} failed: {exc!r}"
                     ) from exc
             delay = next(delays, None)
-            if delay is not None:
-                logger.debug("jitpc: no server at %s yet (%s); trying again", path, last_error)
             if delay is None:
-                raise ConnectError(
+                raise failure(
                     f"no jitpc server for {self.server_id!r} at {path} after {tries} tries "
-                    f"over {sum(BACKOFF):.1f} s: {last_error}",
-                    server_id=self.server_id,
-                    path=path,
+                    f"over {sum(BACKOFF):.1f} s: {last_error}"
                 ) from last_error
+            logger.debug("jitpc: no server at %s yet (%s); trying again", path, last_error)
             await asyncio.sleep(delay * random.uniform(1 - JITTER, 1 + JITTER))
 
     def _protocol(self) -> asyncio.Protocol:
