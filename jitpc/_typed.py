@@ -227,6 +227,10 @@ def _name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or repr(tp)
 
 
+class _NoResult:
+    pass
+
+
 def _responder(
     name: str,
     params_type: type[Method[Any]],
@@ -237,11 +241,12 @@ def _responder(
     validate = params_type.__pydantic_validator__.validate_python
     validate_result = result_validator(params_type)
     result_type = params_type.__jitpc_result_type__
-    exact = result_type if isinstance(result_type, type) else None
+    # A type no result can have, when R is not a class (list[Counter], a union, ...).
+    exact = result_type if isinstance(result_type, type) else _NoResult
     is_async = inspect.iscoroutinefunction(handler)
 
     def check(result: Any) -> Any:
-        if exact is not None and type(result) is exact:
+        if type(result) is exact:
             return result  # validated when it was built
         try:
             return validate_result(result)
@@ -270,6 +275,8 @@ def _responder(
             result = handler(params)
         else:
             result = handler(**{params_arg: params, client_arg: client})
+        if type(result) is exact:
+            return result  # the usual case, first: a model built (so validated) by the handler
         if is_async or is_awaitable(result):
             return finish(result)
         return check(result)
