@@ -20,7 +20,7 @@ typecheck: $(BIN)/python
 	$(BIN)/mypy
 	$(BIN)/mypy --platform win32 jitpc
 	$(BIN)/mypy --platform darwin jitpc
-	$(BIN)/mypy --config-file typings/mypy-without-plugin.ini typings/check_core.py typings/check_typed.py
+	$(BIN)/mypy --config-file typings/mypy-without-plugin.ini typings/check_core.py typings/check_typed.py typings/check_sync.py
 
 test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
