@@ -129,7 +129,7 @@ class Client:
         self._transport: asyncio.Transport | None = None
         self._opening: asyncio.Task[None] | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
-        self._close_error: BaseException | None = None
+        self._close_error: ConnectError | None = None  # why the client never connected
         self._closed = False
         self._ending = False
         self._eof_sent = False
@@ -342,17 +342,9 @@ class Client:
     def destroy(self, err: BaseException | None = None) -> None:
         """Close at once: pending requests fail with :class:`ClosedError` (caused by ``err``),
         running async responders are cancelled, and the connection is aborted. Idempotent."""
-        if self._closed:
-            return
-        self._close_error = err
-        for task in list(self._tasks):
-            task.cancel()
-        transport = self._transport
         if self._opening is not None and not self._opening.done():
             self._opening.cancel()
-        self._mark_closed(err)
-        if transport is not None:
-            transport.abort()
+        self._close_now(err, abort=True)
 
     async def wait_closed(self) -> None:
         """Wait until the connection has closed, however that happens."""
@@ -434,7 +426,6 @@ class Client:
         exc = task.exception()
         if exc is not None:
             logger.debug("jitpc client for %r could not connect: %s", self.server_id, exc)
-            self._close_error = exc
             self._mark_closed(exc)
 
     def _closed_error(self) -> BaseException:
@@ -533,7 +524,7 @@ class Client:
                 f"jitpc connection closed: the peer broke the protocol: {bad.reason}"
             )
             error.__cause__ = ProtocolError(bad.reason)
-            self._fail(error)
+            self._close_now(error, abort=False)  # our error reply still goes out
         elif self._ending:
             self._maybe_finish_end()
 
@@ -573,12 +564,13 @@ class Client:
         for event in self._peer.receive_eof():
             assert isinstance(event, BadMessage)
             logger.warning("jitpc peer %r: %s", self, event.reason)
-        self._fail_pending(ClosedError("jitpc peer closed the connection"))
+        closed = ClosedError("jitpc peer closed the connection")
+        self._fail_pending(closed)
         if self._transport is not None and peer_gone(self._transport):
             # Not a half-close: nothing can be sent back. Release the connection (and its
             # server-side id) now, rather than when a running responder's answer finds a
             # broken pipe; the responders themselves still run to their end.
-            self._mark_closed(ClosedError("jitpc peer closed the connection"))
+            self._mark_closed(closed)
             return False
         if self._eof_sent:
             assert self._transport is not None
@@ -733,15 +725,20 @@ class Client:
         else:
             transport.write_eof()
 
-    def _fail(self, error: ClosedError) -> None:
-        """Close because of a protocol failure; queued bytes (our error reply) still go out."""
-        self._close_error = error
+    def _close_now(self, cause: BaseException | None, *, abort: bool) -> None:
+        """Close without waiting: cancel running responders, fail what is pending, and abort
+        the transport, or (``abort=False``) close it once queued bytes are written."""
+        if self._closed:
+            return
         for task in list(self._tasks):
             task.cancel()
         transport = self._transport
-        self._mark_closed(error)
+        self._mark_closed(cause)
         if transport is not None:
-            transport.close()
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
 
     def _fail_pending(self, error: ClosedError) -> None:
         pending, self._pending = self._pending, {}

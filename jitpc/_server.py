@@ -224,16 +224,17 @@ class Server:
     def _start_watch(self) -> None:
         self._watch = self._loop.call_later(WATCH_INTERVAL, self._watch_fired)
 
+    def _cancel_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
     async def _rebind(self, old: Listener) -> None:
         try:
             self._listener = await serve(self._socket_path, self._accept)
         except OSError as exc:
             self._report(exc, "cannot re-create its removed socket")
-            self._lost = True
-            self._spindown_enabled = True
-            self._spindown_timeout = 0.0
-            if not self._clients:
-                self._start_timer()
+            self._give_up()
         else:
             logger.warning("jitpc server %r: its socket file was removed; re-created", self.id)
         finally:
@@ -248,35 +249,36 @@ class Server:
                 self._start_watch()
 
     def _check_files(self) -> None:
-        """Stop serving if a temp cleaner (or anyone) removed or replaced our lock or socket.
+        """Re-create our socket if a temp cleaner (or anyone) removed it; give the id up if
+        our lock file was removed or replaced.
 
         Another server may then take the id with a new lock file; two servers must never
         accept for one path, so this one stops accepting at once, lets its clients finish,
         and closes when they have gone.
         """
         listener = self._listener
-        if listener is None or listener.still_ours():
-            if self._lock.still_ours():
+        if self._lock.still_ours():
+            if listener is None or listener.still_ours():
                 return
-        elif self._lock.still_ours():
             # Only the socket file is gone: the id is still ours, so serve a new one.
             if self._rebinding is None:
                 self._rebinding = self._loop.create_task(self._rebind(listener))
             return
-        self._lost = True
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
         if listener is not None:
             listener.close()  # removes the socket file only if it is still ours
         self._report(
             JitpcError(
-                f"the lock file or socket of jitpc id {self.id!r} was removed or replaced; "
+                f"the lock file of jitpc id {self.id!r} was removed or replaced; "
                 "this server stops accepting and closes once its clients are gone"
             ),
             "lost its id",
         )
-        # Spin down as soon as the last client has gone (the hook still runs).
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """Accept no more: spin down as soon as the last client has gone (the hook still runs)."""
+        self._lost = True
+        self._cancel_watch()
         self._spindown_enabled = True
         self._spindown_timeout = 0.0
         if not self._clients:
@@ -329,9 +331,7 @@ class Server:
         self._cancel_timer()
         if self._rebinding is not None:
             self._rebinding.cancel()
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self._cancel_watch()
         listener = self._listener
         try:
             if listener is not None:
@@ -349,9 +349,7 @@ class Server:
 
     def _abort_at_shutdown(self) -> None:
         self._cancel_timer()
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self._cancel_watch()
         if self._listener is not None:
             self._listener.close()
         for client in list(self._clients.values()):
