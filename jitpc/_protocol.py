@@ -206,32 +206,28 @@ class Peer:
             # in costs linear time, not quadratic.
             buf += data
             return [self._too_large()] if len(buf) > limit else []
-        events: list[Event] = []
         if buf:
             buf += memoryview(data)[:first]
-            if len(buf) > limit:
-                return [self._too_large()]
-            event = self._receive_line(buf)  # the parser reads a bytearray as it is
-            buf.clear()
+            lines: list[bytes | bytearray] = [buf]  # the parser reads a bytearray as it is
+            self._buf = bytearray()
         else:
-            if first > limit:
-                return [self._too_large()]
-            event = self._receive_line(data[:first])
-        if event is not None:
-            events.append(event)
+            lines = [data[:first]]
         last = data.rfind(b"\n")
         if last != first:
             # split() does not use memchr, so it only gets the (short) lines in between.
-            for line in data[first + 1 : last].split(b"\n"):
-                if len(line) > limit:
-                    events.append(self._too_large())
-                    return events
-                event = self._receive_line(line)
-                if event is not None:
-                    events.append(event)
+            lines.extend(data[first + 1 : last].split(b"\n"))
+        events: list[Event] = []
+        for line in lines:
+            if len(line) > limit:
+                events.append(self._too_large())
+                return events
+            event = self._receive_line(line)
+            if event is not None:
+                events.append(event)
         if last + 1 < len(data):
-            buf += memoryview(data)[last + 1 :]
-            if len(buf) > limit:
+            rest = self._buf
+            rest += memoryview(data)[last + 1 :]
+            if len(rest) > limit:
                 events.append(self._too_large())
         return events
 
