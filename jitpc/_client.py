@@ -630,10 +630,7 @@ class Client:
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 self._update_reading()
         elif id_ is not None:
-            try:
-                self._peer.send_result(id_, result)
-            except TypeError as exc:
-                self._unencodable_result(id_, exc)
+            self._send_result(id_, result)
 
     def _typed_responder(self, method: str) -> TypedResponder | None:
         cache = self._typed_cache
@@ -677,11 +674,8 @@ class Client:
         try:
             self._peer.send_result(id_, result)
         except TypeError as exc:
-            self._unencodable_result(id_, exc)
-
-    def _unencodable_result(self, id_: Any, exc: TypeError) -> None:
-        logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
-        self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
+            logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
+            self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
 
     def _send_exception(self, id_: Any, method: str, exc: Exception) -> None:
         if isinstance(exc, RemoteError):
