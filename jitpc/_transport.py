@@ -130,11 +130,12 @@ else:
             sock.close()
             if isinstance(exc, ConnectionRefusedError) and not _is_socket(path):
                 # Not a stale socket that a new server will replace: no point retrying.
-                raise FileExistsError(
-                    errno.EEXIST, "jitpc socket path exists and is not a socket", path
-                ) from None
+                raise _not_a_socket(path) from None
             raise
         return transport
+
+    def _not_a_socket(path: str) -> FileExistsError:
+        return FileExistsError(errno.EEXIST, "jitpc socket path exists and is not a socket", path)
 
     def _is_socket(path: str) -> bool:
         try:
@@ -158,9 +159,7 @@ else:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(st.st_mode):
-            raise FileExistsError(
-                errno.EEXIST, "jitpc socket path exists and is not a socket", path
-            )
+            raise _not_a_socket(path)
         uid = os.geteuid()
         if st.st_uid != uid:
             raise PermissionError(
