@@ -135,6 +135,7 @@ class Client:
         self._eof_sent = False
         self._peer_eof = False
         self._flush_pending = False
+        self._wrote_early = False  # a request was written at once since the last flush/read
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._held: list[bytes] | None = None
@@ -247,11 +248,14 @@ class Client:
         future = self._loop.create_future()  # type: ignore[union-attr]
         self._pending[id_] = future
         if not self._flush_pending:
-            # The first request of a loop turn goes out at once (a sequential caller waits for
-            # nothing more); the ones that follow in the same turn share one later write.
-            self._flush()
-            self._flush_pending = True
-            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+            if self._wrote_early:
+                # More requests in the same turn: they share one write, at the end of it.
+                self._schedule_flush()
+            else:
+                # The first request since the last read or flush goes out at once: a
+                # sequential caller waits for nothing more, and costs no callback.
+                self._wrote_early = True
+                self._flush()
         return id_, future
 
     @overload
@@ -511,6 +515,7 @@ class Client:
             # Some loops (uvloop) deliver data read before pause_reading() took effect.
             self._held.append(data)
             return
+        self._wrote_early = False  # a new loop turn: the next request may go out at once
         peer = self._peer
         events = peer.receive_data(data)
         if self._deferred:
@@ -691,7 +696,11 @@ class Client:
     def _schedule_flush(self) -> None:
         if not self._flush_pending and self._loop is not None:
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._wrote_early = False
+        self._flush()
 
     def _flush(self) -> None:
         self._flush_pending = False
