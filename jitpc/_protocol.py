@@ -29,6 +29,7 @@ Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -115,6 +116,21 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+try:
+    import orjson
+except ImportError:  # the optional fast path (jitpc[fast])
+    _fast_dumps: Callable[..., bytes] | None = None
+    _FAST_OPTIONS = 0
+else:
+    _fast_dumps = orjson.dumps
+    # Only plain JSON values: what pydantic would write differently (datetimes, dataclasses,
+    # subclasses of str or dict...) is declined, and goes the pydantic way.
+    _FAST_OPTIONS = (
+        orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_SUBCLASS
+    )
+
 # type -> its pydantic serializer, or None for anything that is not a pydantic model.
 _serializers: dict[type, Any] = {}
 
@@ -132,12 +148,23 @@ def _serializer(tp: type) -> Any:
 def dump(value: Any) -> bytes:
     """One JSON value, compact. A pydantic model is written by its own serializer, by alias
     (as it validates); anything else by pydantic's general encoder, non-finite floats as
-    ``null`` (as JSON.stringify does).
+    ``null`` (as JSON.stringify does). With orjson installed (``jitpc[fast]``), orjson writes
+    the plain JSON values, ten times faster on long strings; anything it declines takes the
+    pydantic path, so the output means the same either way.
 
     Raises:
         TypeError: ``value`` cannot be written as JSON (an unknown type, say).
     """
     ser = _serializer(type(value))
+    if _fast_dumps is not None:
+        try:
+            if ser is not None:
+                return _fast_dumps(
+                    ser.to_python(value, mode="json", by_alias=True), option=_FAST_OPTIONS
+                )
+            return _fast_dumps(value, option=_FAST_OPTIONS)
+        except (TypeError, PydanticSerializationError):
+            pass  # a big int, a non-str key, a lone surrogate, an unknown type...
     try:
         if ser is not None:
             return ser.to_json(value, by_alias=True)  # type: ignore[no-any-return]

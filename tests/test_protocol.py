@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+import math
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import from_json, to_json
 
-from jitpc import InvalidRequest, MethodNotFound, RemoteError
+from jitpc import InvalidRequest, MethodNotFound, RemoteError, _protocol
 from jitpc._protocol import (
     BadMessage,
     ErrorResponse,
@@ -36,6 +40,26 @@ def replies(peer: Peer) -> list[Any]:
 
 
 SPLITS = ["whole", "bytes", "thirds"]
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - jitpc[fast] is part of the test extra
+    orjson = None  # type: ignore[assignment]
+
+ENCODERS = ["pydantic", "orjson"]
+
+
+@pytest.fixture(params=ENCODERS)
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with orjson writing JSON (jitpc[fast]), and with pydantic alone."""
+    if request.param == "pydantic":
+        monkeypatch.setattr(_protocol, "_fast_dumps", None)
+    elif orjson is None:
+        pytest.skip("orjson is not installed")
+    else:
+        monkeypatch.setattr(_protocol, "_fast_dumps", orjson.dumps)
+    return str(request.param)
+
 
 # Node jitpc's own bytes (PROTOCOL.md §4) and what they must become.
 WIRE: list[tuple[bytes, Event]] = [
@@ -187,7 +211,7 @@ def test_byte_trickle_is_linear() -> None:
     assert events == [Request(1, "a", "x" * 200_000)]
 
 
-def test_outgoing_messages_and_ids() -> None:
+def test_outgoing_messages_and_ids(encoder: str) -> None:
     peer = Peer()
     assert peer.send_request("inc", {"key": "a"}) == 1
     assert peer.send_request("inc") == 2
@@ -212,7 +236,7 @@ def test_outgoing_messages_and_ids() -> None:
     ]
 
 
-def test_unencodable_params_raise_and_queue_nothing() -> None:
+def test_unencodable_params_raise_and_queue_nothing(encoder: str) -> None:
     peer = Peer()
     with pytest.raises(TypeError):
         peer.send_request("m", {"x": object()})
@@ -220,7 +244,7 @@ def test_unencodable_params_raise_and_queue_nothing() -> None:
     assert peer.send_request("m") == 1
 
 
-def test_lone_surrogates_are_written_as_escapes_like_json_stringify() -> None:
+def test_lone_surrogates_are_written_as_escapes_like_json_stringify(encoder: str) -> None:
     peer = Peer()
     peer.send_result(1, "x\ud800y")
     assert peer.data_to_send() == b'{"jsonrpc":"2.0","id":1,"result":"x\\ud800y"}\n'
@@ -228,7 +252,7 @@ def test_lone_surrogates_are_written_as_escapes_like_json_stringify() -> None:
     assert event == Response(1, "x\ud800y")
 
 
-def test_error_with_unencodable_data_is_still_sent() -> None:
+def test_error_with_unencodable_data_is_still_sent(encoder: str) -> None:
     peer = Peer()
     peer.send_error(1, RemoteError("bad \ud800", -32000, data=object()))
     [reply] = replies(peer)
@@ -361,3 +385,63 @@ def test_any_bytes_give_at_most_one_event_per_line_and_leave_the_core_usable(
     assert replies_sent <= data.count(b"\n")
     # Whatever came before, a fresh line after a newline is still understood.
     assert peer.receive_data(b'\n{"method":"ok","id":1}\n')[-1] == Request(1, "ok", None)
+
+
+class _Point(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    x_pos: float = Field(alias="x")
+    when: datetime.datetime
+    tags: list[str] = []
+    ratio: float = 0.0
+
+
+def _written(value: Any) -> tuple[str, Any]:
+    """What :func:`dump` makes of ``value``: its JSON read back, or the error raised."""
+    try:
+        return "json", json.loads(_protocol.dump(value))
+    except TypeError:
+        return "TypeError", None
+
+
+_any_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # beyond 64 bits too: orjson declines those
+    | st.floats()  # with inf and nan: written as null
+    | st.text()  # with lone surrogates: written as escapes
+    | st.datetimes(timezones=st.none() | st.just(datetime.UTC)),  # orjson: +00:00, not Z
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text() | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_any_value)
+def test_orjson_and_pydantic_write_the_same_json(value: Any) -> None:
+    if orjson is None:
+        pytest.skip("orjson is not installed")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_protocol, "_fast_dumps", None)
+        expected = _written(value)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_protocol, "_fast_dumps", orjson.dumps)
+        assert _written(value) == expected
+
+
+def test_models_are_written_by_alias_with_their_own_serializer(encoder: str) -> None:
+    when = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
+    point = _Point(x=1.5, when=when, tags=["a"], ratio=math.inf)
+    assert json.loads(_protocol.dump(point)) == {
+        "x": 1.5,
+        "when": "2026-11-26T12:00:00Z",
+        "tags": ["a"],
+        "ratio": None,
+    }
+    big = {"blob": 'x\n"\\' * 100_000, "n": 2**70, "nested": [point]}
+    assert json.loads(_protocol.dump(big))["n"] == 2**70
+    assert json.loads(_protocol.dump(big))["blob"] == big["blob"]
