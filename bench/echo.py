@@ -468,6 +468,10 @@ async def child_client(kind: str, server_id: str) -> int:
 def child_main(argv: list[str]) -> int:
     role, kind, loop_name, server_id = argv
     main = child_server if role == "_server" else child_client
+    if loop_name == "asyncio":
+        # The default loop's rows measure jitpc with no optional dependency (issue 5's second
+        # goal): jitpc imports orjson only when it can, and here it cannot.
+        sys.modules["orjson"] = None  # type: ignore[assignment]
     if loop_name == "uvloop":
         import uvloop
 
@@ -967,6 +971,10 @@ def main(argv: list[str]) -> int:
         f"orjson {meta['orjson'] or '-'}, "
         f"node {node_version or '-'}, Node jitpc {node_jitpc_version or '-'}, "
         f"{meta['cpus']} CPUs, load {' '.join(f'{x:.2f}' for x in meta['loadavg_at_start'] or [])}"
+    )
+    print(
+        "asyncio rows: no optional dependency (orjson hidden); uvloop rows: jitpc[fast] "
+        "(uvloop, and orjson when installed)"
     )
     print(
         f"each figure: median of {args.reps} repetition(s) of {size} after a "
