@@ -50,7 +50,7 @@ from ._protocol import (
     Response,
 )
 from ._transport import is_retryable, open_stream, peer_gone
-from ._typed import PLAIN_TYPES, Router, TypedResponder, is_awaitable, validation_errors
+from ._typed import Router, TypedResponder, is_awaitable, validation_errors
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -611,37 +611,31 @@ class Client:
 
     def _dispatch(self, event: Request | Notification) -> None:
         id_ = event.id if type(event) is Request else None
-        method = event.method
-        fn = self._responders.get(method)
+        fn = self._responders.get(event.method)
         try:
             if fn is not None:
                 result = fn(event.params)
             else:
-                cache = self._typed_cache
-                typed = cache.get(method) if cache.version == _typed.version else None
+                typed = self._typed_responder(event.method)
                 if typed is None:
-                    typed = self._typed_responder(method)
-                    if typed is None:
-                        self._no_responder(id_, method)
-                        return
+                    if id_ is not None:
+                        error = MethodNotFound(f"Unknown method: {event.method}")
+                        self._peer.send_error(id_, error)
+                    else:
+                        logger.debug("jitpc: no responder for notification %r", event.method)
+                    return
                 result = typed(event.params, self)
         except Exception as exc:
-            self._send_exception(id_, method, exc)
+            self._send_exception(id_, event.method, exc)
             return
-        if type(result) not in PLAIN_TYPES and is_awaitable(result):
-            task = self._loop.create_task(self._finish(id_, method, result))  # type: ignore[union-attr]
+        if is_awaitable(result):
+            task = self._loop.create_task(self._finish(id_, event.method, result))  # type: ignore[union-attr]
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 self._update_reading()
         elif id_ is not None:
             self._send_result(id_, result)
-
-    def _no_responder(self, id_: Any, method: str) -> None:
-        if id_ is not None:
-            self._peer.send_error(id_, MethodNotFound(f"Unknown method: {method}"))
-        else:
-            logger.debug("jitpc: no responder for notification %r", method)
 
     def _typed_responder(self, method: str) -> TypedResponder | None:
         cache = self._typed_cache

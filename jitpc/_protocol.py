@@ -136,14 +136,14 @@ _serializers: dict[type, Any] = {}
 
 
 def _serializer(tp: type) -> Any:
-    # No isinstance(BaseModel): pydantic's metaclass makes that an ABC check, slow here.
-    ser = tp.__dict__.get("__pydantic_serializer__") if issubclass(tp, BaseModel) else None
-    if len(_serializers) < 4096:
-        _serializers[tp] = ser
-    return ser
-
-
-_UNKNOWN: Final[Any] = object()
+    try:
+        return _serializers[tp]
+    except KeyError:
+        # No isinstance(BaseModel): pydantic's metaclass makes that an ABC check, slow here.
+        ser = tp.__dict__.get("__pydantic_serializer__") if issubclass(tp, BaseModel) else None
+        if len(_serializers) < 4096:
+            _serializers[tp] = ser
+        return ser
 
 
 def dump(value: Any) -> bytes:
@@ -156,10 +156,7 @@ def dump(value: Any) -> bytes:
     Raises:
         TypeError: ``value`` cannot be written as JSON (an unknown type, say).
     """
-    tp = type(value)
-    ser = _serializers.get(tp, _UNKNOWN)
-    if ser is _UNKNOWN:
-        ser = _serializer(tp)
+    ser = _serializer(type(value))
     if _fast_dumps is not None:
         try:
             if ser is not None:
@@ -339,7 +336,7 @@ class Peer:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
         """
         id_ = self._next_id
-        name = _method_names.get(method) or _method_json(method)
+        name = _method_json(method)
         if params is None:
             line = b'{"jsonrpc":"2.0","id":%d,"method":%b}\n' % (id_, name)
         else:

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = [
-    "PLAIN_TYPES",
     "Cache",
     "Handler",
     "Router",
@@ -68,21 +67,20 @@ class Cache(dict[str, TypedResponder]):
     version = -1
 
 
-#: Types known not to be awaitable (grows as results of new types are seen).
-PLAIN_TYPES: set[type] = {dict, list, str, int, float, bool, type(None)}
+_PLAIN: set[type] = {dict, list, str, int, float, bool, type(None)}
 
 
 def is_awaitable(value: Any) -> bool:
     """:func:`inspect.isawaitable`, without its ABC check for the usual plain results."""
     tp = type(value)
-    if tp in PLAIN_TYPES:
+    if tp in _PLAIN:
         return False
     if tp is CoroutineType:
         return True
     if inspect.isawaitable(value):
         return True
     if tp is not GeneratorType:  # a generator's awaitability depends on its code, not its type
-        PLAIN_TYPES.add(tp)
+        _PLAIN.add(tp)
     return False
 
 
