@@ -328,32 +328,37 @@ class Server:
     # -- closing ---------------------------------------------------------------------------
 
     async def _close(self) -> None:
+        try:
+            listener = self._stop()
+            if listener is not None:
+                await listener.wait_closed()
+        finally:
+            self._release_id()
+
+    def _abort_at_shutdown(self) -> None:
+        try:
+            self._stop()
+        finally:
+            self._release_id()
+
+    def _stop(self) -> Listener | None:
+        """Stop the timers and accepting, destroy every client, cancel the on_client tasks;
+        return the listener that was stopped."""
         self._cancel_timer()
         if self._rebinding is not None:
             self._rebinding.cancel()
         self._cancel_watch()
         listener = self._listener
-        try:
-            if listener is not None:
-                listener.close()
-            for client in list(self._clients.values()):
-                client.destroy()
-            for task in list(self._tasks):
-                task.cancel()
-            if listener is not None:
-                await listener.wait_closed()
-        finally:
-            self._lock.release()
-            if not self._closed.done():
-                self._closed.set_result(None)
-
-    def _abort_at_shutdown(self) -> None:
-        self._cancel_timer()
-        self._cancel_watch()
-        if self._listener is not None:
-            self._listener.close()
+        if listener is not None:
+            listener.close()
         for client in list(self._clients.values()):
             client.destroy()
+        for task in list(self._tasks):
+            task.cancel()
+        return listener
+
+    def _release_id(self) -> None:
+        """Last step of closing: give the lock up, then wake :meth:`wait_closed`."""
         self._lock.release()
         if not self._closed.done():
             self._closed.set_result(None)
