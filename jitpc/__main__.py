@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 import jitpc
 
 from ._paths import address
+from ._protocol import reject_constant
 
 EXIT_OK = 0
 EXIT_REMOTE_ERROR = 1
@@ -131,17 +132,13 @@ def _parser() -> argparse.ArgumentParser:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _params(text: str | None) -> Any:
     if text is None:
         return None
     if text == "-":
         text = sys.stdin.read()
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=reject_constant)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise UsageError(f"PARAMS_JSON is not valid JSON: {exc}") from exc
 

@@ -49,6 +49,7 @@ __all__ = [
     "Request",
     "Response",
     "encode",
+    "reject_constant",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
@@ -112,7 +113,8 @@ def _truthy(value: Any) -> bool:
     return value is not None and value is not False and value != 0 and value != ""
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
+    """For ``json.loads(parse_constant=...)``: NaN, Infinity and -Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -291,7 +293,7 @@ class Peer:
             # Decode strictly first: json.loads(bytes) would also take UTF-16, a BOM and
             # UTF-8-encoded surrogates.
             try:
-                msg = json.loads(bytes(line).decode(), parse_constant=_reject_constant)
+                msg = json.loads(bytes(line).decode(), parse_constant=reject_constant)
             except (ValueError, RecursionError) as exc:
                 if not line.strip():
                     return None  # a blank line
