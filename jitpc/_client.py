@@ -171,11 +171,7 @@ class Client:
             return
         if self._closed:
             raise self._closed_error()
-        if self._opening is None:
-            loop = self._loop = asyncio.get_running_loop()
-            self._opening = loop.create_task(self._connect())
-            self._opening.add_done_callback(self._opened)
-        await asyncio.shield(self._opening)
+        await asyncio.shield(self._start_opening())
 
     async def request(self, method: str, params: Any = None) -> Any:
         """Send a request and wait for its result.
@@ -281,10 +277,7 @@ class Client:
             method, params = type(method).__jitpc_method__, method
         self._peer.send_notification(method, params)
         if self._transport is None:
-            if self._opening is None:
-                self._loop = asyncio.get_running_loop()
-                self._opening = self._loop.create_task(self._connect())
-                self._opening.add_done_callback(self._opened)
+            self._start_opening()
         else:
             self._schedule_flush()
 
@@ -373,6 +366,14 @@ class Client:
             self.destroy()
 
     # -- opening -------------------------------------------------------------------------------
+
+    def _start_opening(self) -> asyncio.Task[None]:
+        """The connect attempt, started on the running loop if it has not been yet."""
+        if self._opening is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._opening = loop.create_task(self._connect())
+            self._opening.add_done_callback(self._opened)
+        return self._opening
 
     async def _connect(self) -> None:
         path = address(self.server_id).socket
