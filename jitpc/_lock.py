@@ -23,6 +23,8 @@ import os
 import stat
 import sys
 
+from ._paths import file_identity
+
 __all__ = ["Lock", "try_acquire"]
 
 _ATTEMPTS = 16
@@ -31,13 +33,12 @@ _ATTEMPTS = 16
 class Lock:
     """A held id lock. :meth:`release` (or process exit) gives the id up."""
 
-    __slots__ = ("_fd", "dev", "ino", "path")
+    __slots__ = ("_fd", "identity", "path")
 
-    def __init__(self, fd: int, path: str, dev: int, ino: int) -> None:
+    def __init__(self, fd: int, path: str, identity: tuple[int, int]) -> None:
         self._fd: int | None = fd
         self.path = path
-        self.dev = dev
-        self.ino = ino
+        self.identity = identity
 
     @property
     def held(self) -> bool:
@@ -45,11 +46,7 @@ class Lock:
 
     def still_ours(self) -> bool:
         """Whether the lock path still names the file we hold locked."""
-        try:
-            st = os.stat(self.path, follow_symlinks=False)
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
+        return file_identity(self.path) == self.identity
 
     def release(self) -> None:
         """Release the lock; idempotent. Closing the descriptor drops the lock."""
@@ -172,7 +169,7 @@ def try_acquire(path: str) -> Lock | None:
             if not _try_lock(fd):
                 os.close(fd)
                 return None
-            lock = Lock(fd, path, st.st_dev, st.st_ino)
+            lock = Lock(fd, path, (st.st_dev, st.st_ino))
         except BaseException:
             os.close(fd)
             raise

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["MAX_SOCKET_PATH_BYTES", "Address", "address", "tmpdir"]
+__all__ = ["MAX_SOCKET_PATH_BYTES", "Address", "address", "file_identity", "tmpdir"]
 
 # sun_path is 108 bytes on Linux and 104 on macOS and the BSDs, including the trailing NUL.
 MAX_SOCKET_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
@@ -73,3 +73,13 @@ def address(
             "or point TMPDIR at a shorter directory."
         )
     return Address(server_id, sock, prefix + ".lock")
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of what ``path`` names (a symlink itself, not its target), or
+    ``None`` if nothing: whether a lock or socket file is still the one we made."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

@@ -21,6 +21,7 @@ import stat
 import sys
 from collections.abc import Callable
 
+from ._paths import file_identity
 from ._peercred import check_peer
 
 __all__ = ["Listener", "is_retryable", "open_stream", "peer_gone", "serve"]
@@ -41,7 +42,7 @@ class Listener:
 
     def still_ours(self) -> bool:
         """Whether the endpoint's path still names what we bound (a cleaner may have removed it)."""
-        return _identity(self.path) == self._identity if self._identity is not None else True
+        return file_identity(self.path) == self._identity if self._identity is not None else True
 
     def close(self) -> None:
         """Stop accepting, and remove the socket file if it is still ours. Idempotent."""
@@ -57,14 +58,6 @@ class Listener:
 
     async def wait_closed(self) -> None:
         await self._server.wait_closed()
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 if sys.platform == "win32":
@@ -183,7 +176,7 @@ else:
                 sock.bind(path)
             finally:
                 os.umask(old_umask)
-            identity = _identity(path)
+            identity = file_identity(path)
             sock.listen(BACKLOG)
             sock.setblocking(False)
             server = await loop.create_unix_server(factory, sock=sock, backlog=BACKLOG)
