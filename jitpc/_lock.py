@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 
-from ._paths import file_identity
+from ._paths import check_owner, file_identity
 
 __all__ = ["Lock", "try_acquire"]
 
@@ -106,10 +106,6 @@ if sys.platform == "win32":
             return False
         raise ctypes.WinError(code)
 
-    def _check_owner(st: os.stat_result, path: str) -> None:
-        # Windows has no st_uid; the directory's ACL (the user's %TEMP%) is the barrier there.
-        return None
-
 else:
     import fcntl
     import struct
@@ -141,16 +137,6 @@ else:
                 raise
             return True
 
-    def _check_owner(st: os.stat_result, path: str) -> None:
-        uid = os.geteuid()
-        if st.st_uid != uid:
-            raise PermissionError(
-                errno.EACCES,
-                f"jitpc lock file is owned by uid {st.st_uid}, not by this user (uid {uid}); "
-                "another user holds this id's path",
-                path,
-            )
-
 
 def try_acquire(path: str) -> Lock | None:
     """Take the id lock at ``path``; ``None`` if another process (or listener) holds it.
@@ -165,7 +151,7 @@ def try_acquire(path: str) -> Lock | None:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "jitpc lock path is not a regular file", path)
-            _check_owner(st, path)
+            check_owner(st, path, "lock")
             if not _try_lock(fd):
                 os.close(fd)
                 return None

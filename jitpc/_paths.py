@@ -7,6 +7,7 @@ in another order and falls back differently (PROTOCOL.md §1).
 
 from __future__ import annotations
 
+import errno
 import ntpath
 import os
 import posixpath
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["MAX_SOCKET_PATH_BYTES", "Address", "address", "file_identity", "tmpdir"]
+__all__ = ["MAX_SOCKET_PATH_BYTES", "Address", "address", "check_owner", "file_identity", "tmpdir"]
 
 # sun_path is 108 bytes on Linux and 104 on macOS and the BSDs, including the trailing NUL.
 MAX_SOCKET_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
@@ -83,3 +84,22 @@ def file_identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def check_owner(st: os.stat_result, path: str, what: str) -> None:
+    """Refuse a lock or socket file of another user (POSIX; Windows has no ``st_uid``, and the
+    user's %TEMP% ACL is the barrier there).
+
+    Raises:
+        PermissionError: ``st`` belongs to another user; the message names both uids.
+    """
+    if sys.platform == "win32":
+        return
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise PermissionError(
+            errno.EACCES,
+            f"jitpc {what} file is owned by uid {st.st_uid}, not by this user (uid {uid}); "
+            "another user holds this id's path",
+            path,
+        )

@@ -21,7 +21,7 @@ import stat
 import sys
 from collections.abc import Callable
 
-from ._paths import file_identity
+from ._paths import check_owner, file_identity
 from ._peercred import check_peer
 
 __all__ = ["Listener", "is_retryable", "open_stream", "peer_gone", "serve"]
@@ -153,13 +153,7 @@ else:
             return
         if not stat.S_ISSOCK(st.st_mode):
             raise _not_a_socket(path)
-        uid = os.geteuid()
-        if st.st_uid != uid:
-            raise PermissionError(
-                errno.EACCES,
-                f"jitpc socket file is owned by uid {st.st_uid}, not by this user (uid {uid})",
-                path,
-            )
+        check_owner(st, path, "socket")
         try:
             os.unlink(path)
         except FileNotFoundError:
