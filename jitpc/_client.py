@@ -50,7 +50,7 @@ from ._protocol import (
     Response,
 )
 from ._transport import is_retryable, open_stream, peer_gone
-from ._typed import Router, TypedResponder, is_awaitable, validation_errors
+from ._typed import PLAIN_TYPES, Router, TypedResponder, is_awaitable, validation_errors
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -220,8 +220,11 @@ class Client:
         finally:
             if self._pending.pop(id_, None) is not None:
                 self._maybe_finish_end()
+        validate = method_type.__dict__.get("__jitpc_validate_result__")
         try:
-            return result_validator(method_type)(raw)  # type: ignore[no-any-return]
+            if validate is None:
+                validate = result_validator(method_type)
+            return validate(raw)  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise ResultValidationError(
                 f"the result of {method_type.__jitpc_method__!r} does not fit "
@@ -539,22 +542,25 @@ class Client:
         pending = self._pending
         for index, event in enumerate(events):
             kind = type(event)
-            if kind is Response:
-                future = pending.pop(event.id, None) if type(event.id) is int else None  # type: ignore[union-attr]
-                if future is not None and not future.done():
-                    future.set_result(event.result)  # type: ignore[union-attr]
-            elif kind is Request or kind is Notification:
+            if kind is Request or kind is Notification:
                 if len(self._tasks) >= MAX_IN_FLIGHT:
                     # At the cap: the rest waits (see _update_reading) until handlers finish.
                     self._deferred = events[index:]
                     break
                 self._dispatch(event)  # type: ignore[arg-type]
+            elif kind is Response:
+                future = pending.pop(event.id, None) if type(event.id) is int else None  # type: ignore[union-attr]
+                if future is not None and not future.done():
+                    future.set_result(event.result)  # type: ignore[union-attr]
             elif kind is ErrorResponse:
                 self._error_response(event)  # type: ignore[arg-type]
             else:
                 assert isinstance(event, BadMessage)
                 logger.warning("jitpc peer %r sent a bad message: %s", self, event.reason)
-        self._flush()
+        if self._peer.outgoing:
+            self._flush()
+        else:
+            self._flush_pending = False
 
     def _error_response(self, event: ErrorResponse) -> None:
         id_ = event.id
@@ -611,34 +617,42 @@ class Client:
     # -- answering the peer ----------------------------------------------------------------
 
     def _dispatch(self, event: Request | Notification) -> None:
+        method = event.method
         id_ = event.id if type(event) is Request else None
-        fn = self._responders.get(event.method)
+        fn = self._responders.get(method)
         try:
             if fn is not None:
                 result = fn(event.params)
             else:
-                typed = self._typed_responder(event.method)
+                cache = self._typed_cache
+                typed = cache.get(method) if cache.version == _typed.version else None
+                if typed is None:
+                    typed = self._typed_responder(method)
                 if typed is None:
                     if id_ is not None:
-                        error = MethodNotFound(f"Unknown method: {event.method}")
-                        self._peer.send_error(id_, error)
+                        self._peer.send_error(id_, MethodNotFound(f"Unknown method: {method}"))
                     else:
-                        logger.debug("jitpc: no responder for notification %r", event.method)
+                        logger.debug("jitpc: no responder for notification %r", method)
                     return
                 result = typed(event.params, self)
         except Exception as exc:
-            self._send_exception(id_, event.method, exc)
+            self._send_exception(id_, method, exc)
             return
-        if is_awaitable(result):
-            task = self._loop.create_task(self._finish(id_, event.method, result))  # type: ignore[union-attr]
+        if type(result) not in PLAIN_TYPES and is_awaitable(result):
+            task = self._loop.create_task(self._finish(id_, method, result))  # type: ignore[union-attr]
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 self._update_reading()
         elif id_ is not None:
-            self._send_result(id_, result)
+            try:
+                self._peer.send_result(id_, result)
+            except TypeError as exc:
+                self._unencodable(id_, exc)
 
     def _typed_responder(self, method: str) -> TypedResponder | None:
+        """The typed responder for ``method``, when the cache has none: revalidate the cache,
+        then search the routers (``_dispatch`` reads a valid cache itself, a call less)."""
         cache = self._typed_cache
         if cache.version != _typed.version:
             cache.clear()
@@ -680,8 +694,11 @@ class Client:
         try:
             self._peer.send_result(id_, result)
         except TypeError as exc:
-            logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
-            self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
+            self._unencodable(id_, exc)
+
+    def _unencodable(self, id_: Any, exc: TypeError) -> None:
+        logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
+        self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
 
     def _send_exception(self, id_: Any, method: str, exc: Exception) -> None:
         if isinstance(exc, RemoteError):

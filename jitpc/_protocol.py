@@ -137,15 +137,14 @@ else:
 _serializers: dict[type, Any] = {}
 
 
-def _serializer(tp: type) -> Any:
-    try:
-        return _serializers[tp]
-    except KeyError:
-        # No isinstance(BaseModel): pydantic's metaclass makes that an ABC check, slow here.
-        ser = tp.__dict__.get("__pydantic_serializer__") if issubclass(tp, BaseModel) else None
-        if len(_serializers) < 4096:
-            _serializers[tp] = ser
-        return ser
+def _new_serializer(tp: type) -> Any:
+    """The serializer of a type not in ``_serializers`` yet (callers look there first: a call
+    less per message)."""
+    # No isinstance(BaseModel): pydantic's metaclass makes that an ABC check, slow here.
+    ser = tp.__dict__.get("__pydantic_serializer__") if issubclass(tp, BaseModel) else None
+    if len(_serializers) < 4096:
+        _serializers[tp] = ser
+    return ser
 
 
 def dump(value: Any) -> bytes:
@@ -158,7 +157,8 @@ def dump(value: Any) -> bytes:
     Raises:
         TypeError: ``value`` cannot be written as JSON (an unknown type, say).
     """
-    ser = _serializer(type(value))
+    tp = type(value)
+    ser = _serializers[tp] if tp in _serializers else _new_serializer(tp)
     if _fast_dumps is not None:
         try:
             if ser is not None:
@@ -192,12 +192,12 @@ def encode(message: dict[str, Any]) -> bytes:
 _method_names: dict[str, bytes] = {}
 
 
-def _method_json(method: str) -> bytes:
-    encoded = _method_names.get(method)
-    if encoded is None:
-        encoded = dump(method)
-        if len(_method_names) < 4096:
-            _method_names[method] = encoded
+def _new_method_json(method: str) -> bytes:
+    """A method name as JSON, for a name not in ``_method_names`` yet (callers look there
+    first)."""
+    encoded = dump(method)
+    if len(_method_names) < 4096:
+        _method_names[method] = encoded
     return encoded
 
 
@@ -209,14 +209,15 @@ class Peer:
             error and fails the connection.
     """
 
-    __slots__ = ("_buf", "_closed", "_next_id", "_out", "failed", "max_message_bytes")
+    __slots__ = ("_buf", "_closed", "_next_id", "failed", "max_message_bytes", "outgoing")
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         if max_message_bytes < 1:
             raise ValueError("max_message_bytes must be positive")
         self.max_message_bytes = max_message_bytes
         self._buf = bytearray()  # the partial last line
-        self._out: list[bytes] = []
+        #: The lines queued and not yet taken by :meth:`data_to_send`; read it, never change it.
+        self.outgoing: list[bytes] = []
         self._next_id = 1
         self._closed = False
         #: True once the peer broke the framing; the connection must be closed.
@@ -231,6 +232,11 @@ class Peer:
         limit = self.max_message_bytes
         buf = self._buf
         first = data.find(b"\n")
+        if first == len(data) - 1 and not buf and first <= limit:
+            # The usual read: exactly one whole line. The parser skips the trailing newline
+            # (JSON whitespace), so the line is not even copied.
+            event = self._receive_line(data)
+            return [] if event is None else [event]
         if first < 0:
             # Only the new bytes are scanned, and appended in place: a message that trickles
             # in costs linear time, not quadratic.
@@ -281,10 +287,7 @@ class Peer:
         return BadMessage(reason, fatal=True)
 
     def _receive_line(self, line: bytes | bytearray) -> Event | None:
-        if line[-1:] == b"\r":
-            line = line[:-1]
-        if not line:
-            return None
+        # A trailing "\r" or "\n" is JSON whitespace: the parsers skip it.
         try:
             msg = from_json(line, allow_inf_nan=False)
         except ValueError:
@@ -338,7 +341,7 @@ class Peer:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
         """
         id_ = self._next_id
-        name = _method_json(method)
+        name = _method_names[method] if method in _method_names else _new_method_json(method)
         if params is None:
             line = b'{"jsonrpc":"2.0","id":%d,"method":%b}\n' % (id_, name)
         else:
@@ -347,7 +350,7 @@ class Peer:
                 name,
                 dump(params),
             )
-        self._out.append(line)
+        self.outgoing.append(line)
         self._next_id = id_ + 1
         return id_
 
@@ -357,12 +360,12 @@ class Peer:
         Raises:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
         """
-        name = _method_json(method)
+        name = _method_names[method] if method in _method_names else _new_method_json(method)
         if params is None:
-            self._out.append(b'{"jsonrpc":"2.0","method":%b}\n' % name)
+            self.outgoing.append(b'{"jsonrpc":"2.0","method":%b}\n' % name)
         else:
             line = b'{"jsonrpc":"2.0","method":%b,"params":%b}\n' % (name, dump(params))
-            self._out.append(line)
+            self.outgoing.append(line)
 
     def send_result(self, id_: Any, result: Any) -> None:
         """Queue the successful response to the peer's request ``id_``.
@@ -372,9 +375,9 @@ class Peer:
         """
         body = dump(result)
         if type(id_) is int:
-            self._out.append(b'{"jsonrpc":"2.0","id":%d,"result":%b}\n' % (id_, body))
+            self.outgoing.append(b'{"jsonrpc":"2.0","id":%d,"result":%b}\n' % (id_, body))
         else:
-            self._out.append(b'{"jsonrpc":"2.0","id":%b,"result":%b}\n' % (dump(id_), body))
+            self.outgoing.append(b'{"jsonrpc":"2.0","id":%b,"result":%b}\n' % (dump(id_), body))
 
     def send_error(self, id_: Any, error: RemoteError) -> None:
         """Queue an error response to the peer's request ``id_``.
@@ -394,12 +397,12 @@ class Peer:
             line = encode(
                 {"jsonrpc": _VERSION, "id": id_, "error": {"code": code, "message": message}}
             )
-        self._out.append(line)
+        self.outgoing.append(line)
 
     def data_to_send(self) -> bytes:
         """The bytes queued since the last call (``b""`` if none)."""
-        out = self._out
+        out = self.outgoing
         if not out:
             return b""
-        self._out = []
+        self.outgoing = []
         return out[0] if len(out) == 1 else b"".join(out)

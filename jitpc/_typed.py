@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = [
+    "PLAIN_TYPES",
     "Cache",
     "Handler",
     "Router",
@@ -67,20 +68,22 @@ class Cache(dict[str, TypedResponder]):
     version = -1
 
 
-_PLAIN: set[type] = {dict, list, str, int, float, bool, type(None)}
+#: Types whose values are known not to be awaitable: results are checked once per type.
+#: Hot paths test membership first, to spare the call to :func:`is_awaitable`.
+PLAIN_TYPES: set[type] = {dict, list, str, int, float, bool, type(None)}
 
 
 def is_awaitable(value: Any) -> bool:
     """:func:`inspect.isawaitable`, without its ABC check for the usual plain results."""
     tp = type(value)
-    if tp in _PLAIN:
+    if tp in PLAIN_TYPES:
         return False
     if tp is CoroutineType:
         return True
     if inspect.isawaitable(value):
         return True
     if tp is not GeneratorType:  # a generator's awaitability depends on its code, not its type
-        _PLAIN.add(tp)
+        PLAIN_TYPES.add(tp)
     return False
 
 

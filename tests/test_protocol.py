@@ -193,6 +193,23 @@ def test_line_at_the_limit_is_accepted() -> None:
     assert not peer.failed
 
 
+def test_a_read_of_one_line_over_the_limit_fails_the_connection() -> None:
+    # A read that is exactly one line takes a shorter path through the core: same limits.
+    line = b'{"method":"a","id":1}'
+    for ending in (b"\n", b"\r\n"):
+        peer = Peer(max_message_bytes=len(line + ending) - 2)
+        [event] = peer.receive_data(line + ending)
+        assert isinstance(event, BadMessage) and event.fatal and peer.failed
+
+
+@pytest.mark.parametrize("read", [b"\n", b"\r\n", b" \t\r\n"])
+def test_a_read_of_one_blank_line_is_ignored(read: bytes) -> None:
+    peer = Peer()
+    assert peer.receive_data(read) == []
+    assert peer.data_to_send() == b""
+    assert peer.receive_data(b'{"method":"a","id":1}\r\n') == [Request(1, "a", None)]
+
+
 def test_eof_mid_message_is_not_a_message() -> None:
     peer = Peer()
     assert peer.receive_data(b'{"method":"a","id":1}') == []
