@@ -369,11 +369,63 @@ def raw_server_protocol() -> asyncio.Protocol:
     return proto
 
 
+class RawTypedEcho(RawEcho):
+    """The raw client plus exactly the pydantic steps of a typed jitpc call: build the params
+    model, write it, validate the result. With :func:`raw_typed_server_protocol`, the floor for
+    typed jitpc: what validation at both ends costs with no framework at all."""
+
+    async def open(self, server_id: str) -> None:
+        import typed_echo
+
+        self.models = typed_echo
+        await super().open(server_id)
+
+    async def call(self, params: Any) -> Any:
+        m = self.models
+        model: Any
+        if "blob" in params:
+            model, result_type = m.EchoBlob(key=params["key"], blob=params["blob"]), m.Blob
+        else:
+            model, result_type = m.EchoSmall(key=params["key"], n=params["n"]), m.Small
+        self.last_id = id_ = self.last_id + 1
+        future = asyncio.get_running_loop().create_future()
+        self.pending[id_] = future
+        assert self.proto.transport is not None
+        body = model.__pydantic_serializer__.to_python(model, mode="json")
+        self.proto.transport.write(_dumps({"id": id_, "method": "echo", "params": body}) + b"\n")
+        return result_type.__pydantic_validator__.validate_python(await future)
+
+
+def raw_typed_server_protocol() -> asyncio.Protocol:
+    """The raw server plus a typed handler's pydantic steps: validate the params, build the
+    result model (as typed_echo's handlers do), write it."""
+    from typed_echo import Blob, EchoBlob, EchoSmall, Small
+
+    proto: _RawLines
+
+    def on_request(request: Any) -> None:
+        assert proto.transport is not None
+        raw = request["params"]
+        result: Any
+        if "blob" in raw:
+            blob = EchoBlob.__pydantic_validator__.validate_python(raw)
+            result = Blob(key=blob.key, blob=blob.blob)
+        else:
+            small = EchoSmall.__pydantic_validator__.validate_python(raw)
+            result = Small(key=small.key, n=small.n)
+        body = result.__pydantic_serializer__.to_python(result, mode="json")
+        proto.transport.write(_dumps({"id": request["id"], "result": body}) + b"\n")
+
+    proto = _RawLines(on_request)
+    return proto
+
+
 CLIENT_KINDS: dict[str, type[EchoClient]] = {
     "jitpc": JitpcEcho,
     "typed": TypedEcho,
     "baseline": BaselineEcho,
     "raw": RawEcho,
+    "raw-typed": RawTypedEcho,
 }
 
 
@@ -408,9 +460,10 @@ async def child_server(kind: str, server_id: str) -> int:
         emit({"ready": True})
         await until_stdin_closes()
         await server.close()
-    elif kind == "raw":
+    elif kind in ("raw", "raw-typed"):
+        factory = raw_server_protocol if kind == "raw" else raw_typed_server_protocol
         raw = await asyncio.get_running_loop().create_unix_server(
-            raw_server_protocol, socket_path(server_id), backlog=511
+            factory, socket_path(server_id), backlog=511
         )
         emit({"ready": True})
         await until_stdin_closes()
@@ -522,6 +575,7 @@ TYPED_UV = Endpoint("python", kind="typed", loop="uvloop")
 BASE = Endpoint("python", kind="baseline")
 BASE_UV = Endpoint("python", kind="baseline", loop="uvloop")
 RAW_UV = Endpoint("python", kind="raw", loop="uvloop")
+RAW_TYPED_UV = Endpoint("python", kind="raw-typed", loop="uvloop")
 NODE = Endpoint("node")
 
 #: The ratio columns compare each row to these rows on the same workload.
@@ -536,6 +590,7 @@ IMPLS: tuple[Impl, ...] = (
     Impl(BASELINE_KEY, "BASELINE asyncio+json", BASE, BASE),
     Impl("baseline-uvloop", "baseline uvloop+json", BASE_UV, BASE_UV),
     Impl("raw-uvloop", "raw Protocol+uvloop", RAW_UV, RAW_UV),
+    Impl("raw-typed-uvloop", "raw + pydantic steps", RAW_TYPED_UV, RAW_TYPED_UV),
     Impl(NODE_KEY, "Node jitpc 2.2.7", NODE, NODE),
     Impl("py-to-node", "py client -> node srv", NODE, PY),
     Impl("node-to-py", "node client -> py srv", PY, NODE),
