@@ -253,6 +253,24 @@ def test_outgoing_messages_and_ids(encoder: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("size", [10, 4090, 4096, 100_000])
+def test_outgoing_lines_are_the_same_for_short_and_long_bodies(encoder: str, size: int) -> None:
+    # Long bodies are framed another way (join): the bytes must not change with the length.
+    text = "x" * size
+    peer = Peer()
+    peer.send_request("echo", text)
+    peer.send_notification("log", text)
+    peer.send_result(7, text)
+    peer.send_result("s", text)
+    body = b'"' + text.encode() + b'"'
+    assert peer.data_to_send() == (
+        b'{"jsonrpc":"2.0","id":1,"method":"echo","params":' + body + b"}\n"
+        b'{"jsonrpc":"2.0","method":"log","params":' + body + b"}\n"
+        b'{"jsonrpc":"2.0","id":7,"result":' + body + b"}\n"
+        b'{"jsonrpc":"2.0","id":"s","result":' + body + b"}\n"
+    )
+
+
 def test_unencodable_params_raise_and_queue_nothing(encoder: str) -> None:
     peer = Peer()
     with pytest.raises(TypeError):
