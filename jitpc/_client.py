@@ -6,7 +6,8 @@ around the I/O-free :class:`~jitpc._protocol.Peer`:
 
 * An :class:`asyncio.Protocol` feeds received bytes to the core; no reader task, no
   ``StreamReader`` line limit (research T14).
-* Outgoing bytes queued during one loop tick go out in one write.
+* Outgoing messages queued during one loop tick go out together, up to ``WRITE_BATCH`` per
+  write, so that the peer can start on the first ones while the rest are made.
 * A synchronous responder answers in the same callback that read the request: no task per
   request. An async responder runs as a task.
 * Every request ends exactly once: with its result, a :class:`RemoteError`, or a
@@ -74,6 +75,11 @@ BACKOFF = (0.05, 0.1, 0.15, 0.25, 0.4, 0.65, 1.05, 1.7, 2.75)
 MAX_IN_FLIGHT = 1024
 #: Bytes of answers written while the peer is not reading them; past it, reading stops.
 MAX_UNSENT_REPLY_BYTES = 4 * 1024 * 1024
+#: Messages queued in one loop turn go out together, but at most this many per write: the peer
+#: starts on the first ones while this end makes the rest, so both processes work at once.
+#: (One write per turn made them take turns: with 64 requests in flight, 16 per write gave
+#: 1.5-1.9x the throughput, for the same CPU per request.)
+WRITE_BATCH = 16
 
 # Each sleep is stretched or shrunk by up to this fraction, so that a herd of clients that
 # failed together does not retry in lockstep.
@@ -246,15 +252,14 @@ class Client:
         id_ = self._peer.send_request(method, params)
         future = self._loop.create_future()  # type: ignore[union-attr]
         self._pending[id_] = future
-        if not self._flush_pending:
-            if self._wrote_early:
-                # More requests in the same turn: they share one write, at the end of it.
-                self._schedule_flush()
-            else:
-                # The first request since the last read or flush goes out at once: a
-                # sequential caller waits for nothing more, and costs no callback.
-                self._wrote_early = True
-                self._flush()
+        if self._flush_pending or self._wrote_early:
+            # More requests in the same turn: they share writes (see WRITE_BATCH).
+            self._schedule_flush()
+        else:
+            # The first request since the last read or flush goes out at once: a sequential
+            # caller waits for nothing more, and costs no callback.
+            self._wrote_early = True
+            self._flush()
         return id_, future
 
     @overload
@@ -538,7 +543,7 @@ class Client:
             self._maybe_finish_end()
 
     def _process(self, events: list[Event]) -> None:
-        self._flush_pending = True  # replies made below go out in one write, at the end
+        self._flush_pending = True  # replies made below go out together (see WRITE_BATCH)
         pending = self._pending
         for index, event in enumerate(events):
             kind = type(event)
@@ -548,6 +553,8 @@ class Client:
                     self._deferred = events[index:]
                     break
                 self._dispatch(event)  # type: ignore[arg-type]
+                if len(self._peer.outgoing) >= WRITE_BATCH:
+                    self._write_batch()
             elif kind is Response:
                 future = pending.pop(event.id, None) if type(event.id) is int else None  # type: ignore[union-attr]
                 if future is not None and not future.done():
@@ -712,9 +719,18 @@ class Client:
     # -- writing and closing -----------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
-        if not self._flush_pending and self._loop is not None:
-            self._flush_pending = True
-            self._loop.call_soon(self._flush_soon)
+        """Write what is queued at the end of this loop turn, or now if a batch is full."""
+        if not self._flush_pending:
+            if self._loop is not None:
+                self._flush_pending = True
+                self._loop.call_soon(self._flush_soon)
+        elif len(self._peer.outgoing) >= WRITE_BATCH:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
+        """Write a full batch now, mid-turn; the flush due at the end of the turn still comes."""
+        self._flush()
+        self._flush_pending = True
 
     def _flush_soon(self) -> None:
         self._wrote_early = False

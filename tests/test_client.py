@@ -230,6 +230,43 @@ async def test_notifications_arrive_in_order(server_id: str) -> None:
             await client.end()
 
 
+async def test_messages_of_one_turn_keep_their_order_across_writes(server_id: str) -> None:
+    # Many messages made in one loop turn go out in several writes (WRITE_BATCH in _client),
+    # from both ends: the order must hold across them, requests and notifications mixed.
+    seen: list[Any] = []
+
+    def on_client(client: jitpc.Client) -> None:
+        client.respond("note", seen.append)
+
+        def get(params: Any) -> Any:
+            seen.append(params)
+            client.notify("back", params)  # server-to-client, interleaved with the replies
+            return list(seen)
+
+        client.respond("get", get)
+
+    async with asyncio.timeout(HANG):
+        server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
+        assert server is not None
+        async with server, jitpc.connect(server_id) as client:
+            await client.open()
+            back: list[Any] = []
+            client.respond("back", back.append)
+
+            async def note(i: int) -> None:
+                client.notify("note", i)
+
+            # gather starts these in order, all in one turn.
+            calls = [client.request("get", i) if i % 3 == 0 else note(i) for i in range(100)]
+            results = [r for r in await asyncio.gather(*calls) if r is not None]
+            assert seen == list(range(100))
+            # Each answer saw exactly what came before its request, in order.
+            assert [r[-1] for r in results] == list(range(0, 100, 3))
+            assert all(r == list(range(r[-1] + 1)) for r in results)
+            await client.request("get", "last")  # the notifications sent back came first
+            assert back == [*range(0, 100, 3), "last"]
+
+
 async def test_end_waits_for_requests_in_flight(server_id: str) -> None:
     release = asyncio.Event()
     entered = asyncio.Event()
