@@ -82,6 +82,7 @@ class Server:
         self._lost = False
         self._rebinding: asyncio.Task[None] | None = None
         self._socket_path = ""  # set by listen()
+        self._discovered: tuple[int, dict[str, Any]] | None = None  # (_typed.version, document)
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else f"{len(self._clients)} clients"
@@ -144,6 +145,13 @@ class Server:
             entries.update({entry.name: entry for entry in router.entries()})
         return document(entries.values(), title=self.id, version=version)
 
+    def _discover(self, _params: Any) -> dict[str, Any]:
+        """``rpc.discover``'s answer, built again only when methods were added or mounted: a
+        large document takes milliseconds, during which the server serves no one."""
+        if self._discovered is None or self._discovered[0] != _typed.version:
+            self._discovered = (_typed.version, self.openrpc())
+        return self._discovered[1]
+
     async def close(self) -> None:
         """Stop serving: close every client (their pending requests fail), remove the socket,
         release the id. Idempotent; concurrent calls wait for the same close."""
@@ -177,7 +185,7 @@ class Server:
         client = Client(
             self.id, max_message_bytes=self._max_message_bytes, _server=self, _id=client_id
         )
-        client._responders["rpc.discover"] = lambda _: self.openrpc()
+        client._responders["rpc.discover"] = self._discover
         self._clients[client_id] = client
         return client._link
 

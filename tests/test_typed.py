@@ -325,6 +325,10 @@ def test_openrpc_document_from_a_router() -> None:
     assert set(doc["components"]["schemas"]["Counter"]["properties"]) == {"key", "count"}
 
 
+class Late(jitpc.Method[int], method="late"):
+    """Registered after a first rpc.discover."""
+
+
 async def test_server_answers_rpc_discover(server_id: str) -> None:
     async with asyncio.timeout(HANG):
         async with await typed_server(server_id) as server, jitpc.connect(server_id) as client:
@@ -340,3 +344,16 @@ async def test_server_answers_rpc_discover(server_id: str) -> None:
                 "fail",
             }
             assert "Rich" in doc["components"]["schemas"]
+            assert await client.request("rpc.discover") == doc
+
+            # A method added later is in the next answer.
+            @server.method
+            def late(params: Late) -> int:
+                return 1
+
+            again = await client.request("rpc.discover")
+            assert {m["name"] for m in again["methods"]} == {
+                *(m["name"] for m in doc["methods"]),
+                "late",
+            }
+            assert again == server.openrpc()
