@@ -82,7 +82,9 @@ def is_awaitable(value: Any) -> bool:
         return True
     if inspect.isawaitable(value):
         return True
-    if tp is not GeneratorType:  # a generator's awaitability depends on its code, not its type
+    # A generator's awaitability depends on its code, not its type. The cap bounds the set in a
+    # program that makes result types at run time (past it, such types take the full check).
+    if tp is not GeneratorType and len(PLAIN_TYPES) < 4096:
         PLAIN_TYPES.add(tp)
     return False
 

@@ -357,3 +357,23 @@ async def test_server_answers_rpc_discover(server_id: str) -> None:
                 "late",
             }
             assert again == server.openrpc()
+
+
+def test_the_known_plain_result_types_stay_bounded() -> None:
+    # A program that makes result types at run time must not grow the set without end, and
+    # past the cap, results are still told apart correctly.
+    from jitpc._typed import PLAIN_TYPES, is_awaitable
+
+    class Later:
+        def __await__(self) -> object:
+            return iter(())
+
+    saved = set(PLAIN_TYPES)
+    try:
+        for i in range(5000):
+            assert not is_awaitable(type(f"Result{i}", (), {})())
+        assert len(PLAIN_TYPES) <= 4096
+        assert is_awaitable(Later())
+        assert not is_awaitable(type("Plain", (), {})())
+    finally:
+        PLAIN_TYPES.intersection_update(saved)  # leave the other tests a set of normal size
