@@ -51,7 +51,7 @@ from ._protocol import (
     Response,
 )
 from ._transport import is_retryable, open_stream, peer_gone
-from ._typed import PLAIN_TYPES, Router, TypedResponder, is_awaitable, validation_errors
+from ._typed import Router, TypedResponder, is_awaitable, validation_errors
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -226,11 +226,8 @@ class Client:
         finally:
             if self._pending.pop(id_, None) is not None:
                 self._maybe_finish_end()
-        validate = method_type.__dict__.get("__jitpc_validate_result__")
         try:
-            if validate is None:
-                validate = result_validator(method_type)
-            return validate(raw)  # type: ignore[no-any-return]
+            return result_validator(method_type)(raw)  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise ResultValidationError(
                 f"the result of {method_type.__jitpc_method__!r} does not fit "
@@ -645,36 +642,31 @@ class Client:
         except Exception as exc:
             self._send_exception(id_, method, exc)
             return
-        if type(result) not in PLAIN_TYPES and is_awaitable(result):
+        if is_awaitable(result):
             task = self._loop.create_task(self._finish(id_, method, result))  # type: ignore[union-attr]
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 self._update_reading()
         elif id_ is not None:
-            try:
-                self._peer.send_result(id_, result)
-            except TypeError as exc:
-                self._unencodable(id_, exc)
+            self._send_result(id_, result)
 
     def _typed_responder(self, method: str) -> TypedResponder | None:
-        """The typed responder for ``method``, when the cache has none: revalidate the cache,
-        then search the routers (``_dispatch`` reads a valid cache itself, a call less)."""
+        """The typed responder for ``method``, which the cache does not hold (``_dispatch``
+        reads a valid cache itself, a call less): reset a stale cache, search the routers."""
         cache = self._typed_cache
         if cache.version != _typed.version:
             cache.clear()
             cache.version = _typed.version
-        typed = cache.get(method)
-        if typed is None:
-            routers = self._routers
-            if self._server is not None:
-                routers = routers + self._server._routers
-            for router in routers:
-                typed = router.lookup(method)
-                if typed is not None:
-                    cache[method] = typed  # unknown names are not cached: no unbounded growth
-                    break
-        return typed
+        routers = self._routers
+        if self._server is not None:
+            routers = routers + self._server._routers
+        for router in routers:
+            typed = router.lookup(method)
+            if typed is not None:
+                cache[method] = typed  # unknown names are not cached: no unbounded growth
+                return typed
+        return None
 
     async def _finish(self, id_: Any, method: str, awaitable: Awaitable[Any]) -> None:
         try:
@@ -701,11 +693,8 @@ class Client:
         try:
             self._peer.send_result(id_, result)
         except TypeError as exc:
-            self._unencodable(id_, exc)
-
-    def _unencodable(self, id_: Any, exc: TypeError) -> None:
-        logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
-        self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
+            logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
+            self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
 
     def _send_exception(self, id_: Any, method: str, exc: Exception) -> None:
         if isinstance(exc, RemoteError):

@@ -69,7 +69,6 @@ class Cache(dict[str, TypedResponder]):
 
 
 #: Types whose values are known not to be awaitable: results are checked once per type.
-#: Hot paths test membership first, to spare the call to :func:`is_awaitable`.
 PLAIN_TYPES: set[type] = {dict, list, str, int, float, bool, type(None)}
 
 
