@@ -189,11 +189,6 @@ def encode(message: dict[str, Any]) -> bytes:
     return dump(message) + b"\n"
 
 
-#: Bodies shorter than this are framed with one bytes formatting; longer ones with join, because
-#: formatting copies a long body several times as its buffer grows (0.4 ms against 0.05 ms
-#: for 1 MiB).
-_SHORT: Final = 4096
-
 _method_names: dict[str, bytes] = {}
 
 
@@ -350,12 +345,10 @@ class Peer:
         if params is None:
             line = b'{"jsonrpc":"2.0","id":%d,"method":%b}\n' % (id_, name)
         else:
-            body = dump(params)
-            if len(body) < _SHORT:
-                line = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":%b}\n' % (id_, name, body)
-            else:
-                head = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":' % (id_, name)
-                line = b"".join((head, body, b"}\n"))
+            # A body is joined, never formatted in: formatting copies a long body several
+            # times as its buffer grows (0.43 ms against 0.05 ms for 1 MiB).
+            head = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":' % (id_, name)
+            line = b"".join((head, dump(params), b"}\n"))
         self.outgoing.append(line)
         self._next_id = id_ + 1
         return id_
@@ -381,9 +374,6 @@ class Peer:
         """
         body = dump(result)
         if type(id_) is int:
-            if len(body) < _SHORT:
-                self.outgoing.append(b'{"jsonrpc":"2.0","id":%d,"result":%b}\n' % (id_, body))
-                return
             head = b'{"jsonrpc":"2.0","id":%d,"result":' % id_
         else:
             head = b'{"jsonrpc":"2.0","id":%b,"result":' % dump(id_)

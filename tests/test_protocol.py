@@ -255,7 +255,7 @@ def test_outgoing_messages_and_ids(encoder: str) -> None:
 
 @pytest.mark.parametrize("size", [10, 4090, 4096, 100_000])
 def test_outgoing_lines_are_the_same_for_short_and_long_bodies(encoder: str, size: int) -> None:
-    # Long bodies are framed another way (join): the bytes must not change with the length.
+    # Bodies are joined into the line, not formatted in: the bytes must be exact at any length.
     text = "x" * size
     peer = Peer()
     peer.send_request("echo", text)
