@@ -205,9 +205,11 @@ async def run_client(impl: str, concurrency: int, units: int) -> None:
         call = RawClient().call
     else:
         import jitpc
+        from jitpc._connection import Connection
 
-        client = jitpc.connect("nowhere")  # never connects: it is handed a transport
-        client._link.connection_made(echo_transport(client._link.data_received))
+        client = jitpc.connect("nowhere")  # never connects: it is handed a connection
+        connection = client._connection = Connection(client, "nowhere")
+        connection.connection_made(echo_transport(connection.data_received))
         if impl == "typed":
             from typed_echo import call as typed_call
 

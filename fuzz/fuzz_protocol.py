@@ -48,6 +48,7 @@ from typing import Any
 from jitpc._protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     BadMessage,
+    CancelRequest,
     ErrorResponse,
     Event,
     Notification,
@@ -178,7 +179,7 @@ def summary(event: Event) -> Any:
     if isinstance(event, ErrorResponse):
         err = event.error
         return ("error", event.id, type(err), err.message, err.code, err.data, err.stack)
-    if isinstance(event, Request | Notification | Response):
+    if isinstance(event, Request | Notification | Response | CancelRequest):
         # NaN cannot come in (it is not JSON), but infinity can: equal to itself.
         return event
     return ("bad", event.reason, event.fatal)

@@ -17,14 +17,14 @@ from ._errors import MethodNotFound as MethodNotFound
 from ._errors import ParseError as ParseError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
+from ._errors import RequestCancelled as RequestCancelled
 from ._errors import ResultValidationError as ResultValidationError
 from ._errors import RPCError as RPCError
 from ._method import Method as Method
 from ._server import Server as Server
 from ._server import listen as listen
 from ._typed import Router as Router
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = (
     # connecting and serving
@@ -48,6 +48,7 @@ __all__ = (
     "MethodNotFound",
     "InvalidParams",
     "InternalError",
+    "RequestCancelled",
 )
 
 # Public objects say they come from `jitpc`, where users import them (and pickle finds them).

@@ -1,112 +1,72 @@
-"""One jitpc connection, from either end, and ``connect()``.
+"""The public :class:`Client` handle, and ``connect()``.
 
-A :class:`Client` is a peer: it sends requests and notifications and answers the requests its
-peer sends, on the connecting side and on the serving side alike. It is an asyncio glue layer
-around the I/O-free :class:`~jitpc._protocol.Peer`:
-
-* An :class:`asyncio.Protocol` feeds received bytes to the core; no reader task, no
-  ``StreamReader`` line limit (research T14).
-* Outgoing messages queued during one loop tick go out together, up to ``WRITE_BATCH`` per
-  write, so that the peer can start on the first ones while the rest are made.
-* A synchronous responder answers in the same callback that read the request: no task per
-  request. An async responder runs as a task.
-* Every request ends exactly once: with its result, a :class:`RemoteError`, or a
-  :class:`ClosedError` when the connection ends first. Nothing is ever resent.
+A :class:`Client` is what users hold: the responders and routers that answer the peer, its
+``user_data``, and the current :class:`~jitpc._connection.Connection`. On the connecting side a
+:class:`~jitpc._connect.Connector` makes its connection at first use, and, with
+``reconnect=True``, makes a new one whenever the last has ended; on the serving side the server
+makes one handle per accepted connection, with no connector. Requests in flight die with their
+connection (:class:`ClosedError`: they may have run, so they are never resent); the handle, its
+responders and routers live on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
-import random
-import socket
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from pydantic import ValidationError
 
-from . import _shutdown, _typed
-from ._errors import (
-    ClosedError,
-    ConnectError,
-    InternalError,
-    MethodNotFound,
-    ProtocolError,
-    RemoteError,
-    ResultValidationError,
-)
-from ._method import Method, result_validator
-from ._paths import address
-from ._peercred import check_peer
-from ._protocol import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    BadMessage,
-    ErrorResponse,
-    Event,
-    Notification,
-    Peer,
-    Request,
-    Response,
-)
-from ._transport import is_retryable, open_stream, peer_gone
-from ._typed import Router, TypedResponder, is_awaitable, validation_errors
+from ._connect import CONNECT_TIMEOUT, Connector, Spinup
+from ._connection import Connection, Responder, State
+from ._errors import ClosedError, ConnectError, ResultValidationError
+from ._method import Method, result_validator, type_name, validation_errors
+from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
+from ._threads import run_in_thread
 
-if TYPE_CHECKING:
-    from ._server import Server
-
-__all__ = ["Client", "Responder", "Spinup", "connect"]
-
-logger = logging.getLogger("jitpc")
-
-#: A responder takes the request's params and returns the result, or an awaitable of it.
-Responder = Callable[[Any], Any]
-#: A spinup hook: a sync or async callable that (typically) starts a server process.
-Spinup = Callable[[], Awaitable[object] | object]
+__all__ = ["Client", "Responder", "Routes", "Spinup", "TypedResponder", "connect"]
 
 F = TypeVar("F", bound=Responder)
 R = TypeVar("R")
 
-# Node jitpc's Fibonacci back-off: the sleeps between connect attempts (PROTOCOL.md §6).
-BACKOFF = (0.05, 0.1, 0.15, 0.25, 0.4, 0.65, 1.05, 1.7, 2.75)
-#: Requests from the peer handled at once on one connection (async responders); at the cap,
-#: reading from that peer stops until some finish.
-MAX_IN_FLIGHT = 1024
-#: Bytes of answers written while the peer is not reading them; past it, reading stops.
-MAX_UNSENT_REPLY_BYTES = 4 * 1024 * 1024
-#: Messages queued in one loop turn go out together, but at most this many per write: the peer
-#: starts on the first ones while this end makes the rest, so both processes work at once.
-#: (One write per turn made them take turns: with 64 requests in flight, 16 per write gave
-#: 1.5-1.9x the throughput, for the same CPU per request.)
-WRITE_BATCH = 16
-
-# Each sleep is stretched or shrunk by up to this fraction, so that a herd of clients that
-# failed together does not retry in lockstep.
-JITTER = 0.2
+#: A typed responder, as a router keeps it: takes the calling client and the raw params.
+TypedResponder = Callable[["Client", Any], Any]
 
 
-class _Link(asyncio.Protocol):
-    """The asyncio protocol of one connection; it only forwards to its :class:`Client`."""
+class _Watcher(Protocol):
+    def _routes_changed(self) -> None: ...
 
-    def __init__(self, client: Client) -> None:
-        # Bound methods as instance attributes: the transport calls them with no extra hop.
-        self.connection_made = client._connection_made  # type: ignore[method-assign]
-        self.data_received = client._data_received  # type: ignore[method-assign]
-        self.eof_received = client._eof_received  # type: ignore[method-assign]
-        self.connection_lost = client._connection_lost  # type: ignore[method-assign]
-        self.pause_writing = client._pause_writing  # type: ignore[method-assign]
-        self.resume_writing = client._resume_writing  # type: ignore[method-assign]
+
+class Routes(Protocol):
+    """What :meth:`Client.mount` needs of a router (:class:`jitpc.Router` is one)."""
+
+    def _lookup(self, method: str) -> TypedResponder | None: ...
+
+    def _watch(self, owner: _Watcher) -> None: ...
+
+
+class _Serving(Protocol):
+    """What a serving-side handle needs of its server."""
+
+    id: str
+    _table: dict[str, TypedResponder]
+
+    def _client_connected(self, client: Client) -> None: ...
+
+    def _client_closed(self, client: Client) -> None: ...
 
 
 class Client:
-    """One end of a jitpc connection.
+    """One end of a jitpc connection: the handle of a peer.
 
     On the connecting side it comes from :func:`connect` and has ``id == 0``; on the serving side
     the server makes one per accepted connection, with the lowest free small integer as ``id``.
 
     Attributes:
         id: 0 on the connecting side; the server's free-list id on the serving side.
+        server_id: the id of the server this client talks to (or that serves it).
         user_data: free for the application to use; jitpc never reads it.
     """
 
@@ -115,97 +75,114 @@ class Client:
         server_id: str,
         *,
         spinup: Spinup | None = None,
+        connect_timeout: float | None = CONNECT_TIMEOUT,
+        reconnect: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        _server: Server | None = None,
-        _id: int = 0,
     ) -> None:
         self.server_id = server_id
-        self.id = _id
+        self.id = 0
         self.user_data: Any = None
-        self._spinup = spinup
-        self._server = _server
-        self._peer = Peer(max_message_bytes=max_message_bytes)
-        self._link = _Link(self)
+        self._connector: Connector | None = Connector(
+            server_id, spinup=spinup, connect_timeout=connect_timeout
+        )
+        self._reconnect = reconnect
+        self._max_message_bytes = max_message_bytes
+        self._server: _Serving | None = None
+        self._state = State.OPEN  # OPEN, ENDING (end() called) or CLOSED, for the handle
         self._responders: dict[str, Responder] = {}
-        self._routers: list[Router] = []
-        self._typed_cache = _typed.Cache()
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._transport: asyncio.Transport | None = None
-        self._opening: asyncio.Task[None] | None = None
-        self._closed_waiter: asyncio.Future[None] | None = None
+        self._routers: list[Routes] = []
+        #: Resolved responders by name, filled at first use; cleared on any change.
+        self._table: dict[str, Responder] = {}
+        self._connection: Connection | None = None
+        self._opening: asyncio.Task[Connection] | None = None
         self._close_error: ConnectError | None = None  # why the client never connected
-        self._closed = False
-        self._ending = False
-        self._eof_sent = False
-        self._peer_eof = False
-        self._flush_pending = False
-        self._wrote_early = False  # a request was written at once since the last flush/read
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._held: list[bytes] | None = None
-        self._reading_paused = False
-        self._unsent_replies = 0
-        self._deferred: list[Event] = []
-        self._holds = 0
+        self._closed_waiter: asyncio.Future[None] | None = None
+
+    @classmethod
+    def _serving(cls, server: _Serving, client_id: int, max_message_bytes: int) -> Client:
+        """The handle of a connection the server accepted (the transport comes next)."""
+        self = cls(server.id, max_message_bytes=max_message_bytes)
+        self._connector = None
+        self._server = server
+        self.id = client_id
+        self._connection = Connection(
+            self, server.id, max_message_bytes=max_message_bytes, accepted=True
+        )
+        return self
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._transport else "not connected"
+        conn = self._connection
+        if self._state is State.CLOSED:
+            state = "closed"
+        elif conn is not None and conn.state is State.OPEN:
+            state = "open"
+        else:
+            state = "not connected"
         return f"<jitpc.Client id={self.id} server_id={self.server_id!r} {state}>"
 
     # -- public API ----------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
-        """True once the connection has closed (or failed to open); it never reopens."""
-        return self._closed
+        """True once the client was ended or destroyed, or, without ``reconnect``, once its
+        connection has closed or failed to open (it never reopens then)."""
+        return self._state is State.CLOSED
 
     async def open(self) -> None:
         """Connect now, rather than at the first request or notification.
 
         Tries the server's socket; if nothing answers, runs the spinup hook once and retries
-        with Node jitpc's Fibonacci back-off (about 7 s in all). Concurrent calls share one
-        attempt. Cancelling a caller does not cancel the attempt others may be waiting for.
+        with back-off until ``connect_timeout``. Concurrent calls share one attempt; cancelling
+        a caller does not cancel the attempt others may be waiting for.
 
         Raises:
-            ConnectError: no server answered (``__cause__`` says why), or the spinup hook raised.
+            ConnectError: no server answered in time (``__cause__`` says why), or the spinup
+                hook raised or outlived ``connect_timeout``.
             ClosedError: the client was closed.
             ValueError: the id gives an unusable socket path (too long, for example).
         """
-        if self._transport is not None and not self._closed:
-            return
-        if self._closed:
-            raise self._closed_error()
-        await asyncio.shield(self._start_opening())
+        conn = self._connection
+        if conn is None or conn.state is State.CONNECTING:
+            await self._ready()
 
-    async def request(self, method: str, params: Any = None) -> Any:
+    async def request(
+        self, method: str, params: Any = None, *, timeout: float | None = None
+    ) -> Any:
         """Send a request and wait for its result.
 
-        Connects first if needed (see :meth:`open`). Cancelling the call is safe: the id is
-        forgotten and a late response is discarded; the peer may still run the request.
+        Connects first if needed (see :meth:`open`), and waits while the peer does not read
+        what we send. ``timeout`` bounds all of it, connecting included.
+
+        Cancelling the call (or its timeout) is safe: the id is forgotten, the peer is sent a
+        cancel notification for it (a jitpc peer cancels the handler; a Node peer ignores it),
+        and a late response is discarded. The peer may still have run the request.
 
         Raises:
             RemoteError: the peer answered with an error; a subclass such as
                 :class:`MethodNotFound` for the standard JSON-RPC codes.
+            TimeoutError: ``timeout`` seconds passed first.
             ClosedError: the connection closed (or was closed) before the response came.
             ConnectError: the connection could not be opened.
             TypeError: ``params`` cannot be written as JSON.
         """
-        if self._transport is None or self._write_paused:
-            await self._ready()
-        id_, future = self._send(method, params)
+        if timeout is not None:
+            async with asyncio.timeout(timeout):
+                return await self.request(method, params)
+        conn = self._connection
+        if conn is None or conn.state is not State.OPEN or conn.write_paused:
+            conn = await self._ready()
+        id_, future = conn.send_request(method, params)
         try:
             return await future
-        finally:
-            if self._pending.pop(id_, None) is not None:
-                self._maybe_finish_end()
+        except asyncio.CancelledError:
+            conn.cancel(id_)
+            raise
 
-    async def call(self, params: Method[R]) -> R:
+    async def call(self, params: Method[R], *, timeout: float | None = None) -> R:
         """Call a typed method: ``counter = await client.call(Inc(key="a"))``.
 
         Sends ``params`` as the request for its model's method, and validates the result
-        against the model's result type. Cancelling is safe, as for :meth:`request`.
+        against the model's result type. ``timeout`` and cancelling are as for :meth:`request`.
 
         Raises:
             InvalidParams: the peer rejected the params (its reasons in ``data``).
@@ -213,51 +190,21 @@ class Client:
             InternalError: the peer's handler failed.
             RemoteError: any other error answer.
             ResultValidationError: the result does not fit the result type.
+            TimeoutError: ``timeout`` seconds passed first.
             ClosedError: the connection closed before the response came.
             ConnectError: the connection could not be opened.
         """
         method_type = type(params)
-        # request()'s steps, inline: one coroutine less per call.
-        if self._transport is None or self._write_paused:
-            await self._ready()
-        id_, future = self._send(method_type.__jitpc_method__, params)
-        try:
-            raw = await future
-        finally:
-            if self._pending.pop(id_, None) is not None:
-                self._maybe_finish_end()
+        raw = await self.request(method_type.__jitpc_method__, params, timeout=timeout)
         try:
             return result_validator(method_type)(raw)  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise ResultValidationError(
                 f"the result of {method_type.__jitpc_method__!r} does not fit "
-                f"{_type_name(method_type.__jitpc_result_type__)}: {exc}",
+                f"{type_name(method_type.__jitpc_result_type__)}: {exc}",
                 validation_errors(exc),
                 raw,
             ) from None
-
-    async def _ready(self) -> None:
-        """Connect if not connected yet; wait while the peer is not reading our requests."""
-        if self._transport is None:
-            await self.open()
-        if self._write_paused:
-            await self._drained()
-
-    def _send(self, method: str, params: Any) -> tuple[int, asyncio.Future[Any]]:
-        if self._closed or self._ending:
-            raise self._closed_error()
-        id_ = self._peer.send_request(method, params)
-        future = self._loop.create_future()  # type: ignore[union-attr]
-        self._pending[id_] = future
-        if self._flush_pending or self._wrote_early:
-            # More requests in the same turn: they share writes (see WRITE_BATCH).
-            self._schedule_flush()
-        else:
-            # The first request since the last read or flush goes out at once: a sequential
-            # caller waits for nothing more, and costs no callback.
-            self._wrote_early = True
-            self._flush()
-        return id_, future
 
     @overload
     def notify(self, method: str, params: Any = None) -> None: ...
@@ -276,81 +223,104 @@ class Client:
             TypeError: ``params`` cannot be written as JSON.
             RuntimeError: not connected yet and no event loop is running.
         """
-        if self._closed or self._ending:
+        if self._state is not State.OPEN:
             raise self._closed_error()
         if isinstance(method, Method):
             method, params = type(method).__jitpc_method__, method
-        self._peer.send_notification(method, params)
-        if self._transport is None:
+        conn = self._connection
+        if conn is None:
             self._start_opening()
-        else:
-            self._schedule_flush()
+            conn = self._connection
+            assert conn is not None
+        conn.notify(method, params)
 
     @overload
-    def respond(self, method: str) -> Callable[[F], F]: ...
+    def respond(self, method: str, *, thread: bool = False) -> Callable[[F], F]: ...
     @overload
-    def respond(self, method: str, fn: F) -> F: ...
-    def respond(self, method: str, fn: F | None = None) -> F | Callable[[F], F]:
+    def respond(self, method: str, fn: F, *, thread: bool = False) -> F: ...
+    def respond(
+        self, method: str, fn: F | None = None, *, thread: bool = False
+    ) -> F | Callable[[F], F]:
         """Answer the peer's requests for ``method`` with ``fn(params)``.
 
         ``fn`` may be sync or async; what it returns (or raises) is the response. A
         :class:`RemoteError` it raises is sent as is, keeping its code and data; any other
         exception is sent as an :class:`InternalError` with its message, and logged. Replaces an
         earlier responder for the same method. Usable as a decorator: ``@client.respond("m")``.
+
+        A synchronous ``fn`` runs on the event loop and must not block: while it runs, nothing
+        else is served. With ``thread=True`` it runs in a worker thread instead (see
+        :data:`jitpc.MAX_WORKERS`); cancelling such a request stops waiting for it, not the
+        thread.
         """
         if fn is None:
 
             def decorator(fn: F) -> F:
-                self._responders[method] = fn
+                self.respond(method, fn, thread=thread)
                 return fn
 
             return decorator
-        self._responders[method] = fn
+        self._responders[method] = functools.partial(run_in_thread, fn) if thread else fn
+        self._table.clear()
         return fn
 
-    def mount(self, router: Router) -> None:
+    def mount(self, router: Routes) -> None:
         """Answer the peer's calls with ``router``'s typed methods.
 
         Responders set with :meth:`respond` take precedence; routers are searched in the order
         they were mounted (on the serving side, the client's own routers before the server's).
+        Methods added to the router later are served too.
         """
         self._routers.append(router)
-        _typed.changed()
+        router._watch(self)
+        self._table.clear()
 
     def unrespond(self, method: str) -> None:
         """Stop answering ``method``: the peer's requests for it get a method-not-found error."""
         self._responders.pop(method, None)
+        self._table.clear()
 
-    async def end(self) -> None:
+    async def end(self, *, timeout: float | None = None) -> None:
         """Close gracefully: wait for in-flight work, then close and wait until closed.
 
-        New requests fail with :class:`ClosedError` from the moment this is called; requests
-        already sent still get their responses, and responders already running finish and
-        answer. Then the connection is half-closed, and closes once the peer ends too.
+        New requests fail with :class:`ClosedError` from the moment this is called. What is
+        waited for: our requests that someone still awaits (a request given up by a timeout or
+        a cancel is not), and our responders' answers to the peer. If ``timeout`` seconds pass
+        first, the connection is destroyed instead (see :meth:`destroy`).
+
+        Cancelling ``end()`` stops the wait, not the ending: the connection still closes once
+        its work is done. Raises nothing.
         """
-        if not self._closed and not self._ending:
-            if self._transport is None:
-                if self._opening is None:
-                    self._mark_closed(None)
-                    return
-                try:
-                    await asyncio.shield(self._opening)
-                except (ConnectError, ClosedError):
-                    return
-            self._ending = True
-            self._maybe_finish_end()
-        await self.wait_closed()
+        if self._state is State.OPEN:
+            self._state = State.ENDING
+        try:
+            async with asyncio.timeout(timeout):
+                if self._opening is not None:
+                    try:
+                        await asyncio.shield(self._opening)
+                    except (ConnectError, ClosedError):
+                        pass
+                conn = self._connection
+                if conn is not None:
+                    conn.end()
+                    await conn.wait_closed()
+        except TimeoutError:
+            self.destroy()
+        self._mark_closed()
 
     def destroy(self, err: BaseException | None = None) -> None:
         """Close at once: pending requests fail with :class:`ClosedError` (caused by ``err``),
         running async responders are cancelled, and the connection is aborted. Idempotent."""
+        self._state = State.CLOSED
         if self._opening is not None and not self._opening.done():
             self._opening.cancel()
-        self._close_now(err, abort=True)
+        if self._connection is not None:
+            self._connection.destroy(err)
+        self._mark_closed()
 
     async def wait_closed(self) -> None:
-        """Wait until the connection has closed, however that happens."""
-        if self._closed:
+        """Wait until the client has closed (see :attr:`closed`). Cancelling the wait is safe."""
+        if self._state is State.CLOSED:
             return
         if self._closed_waiter is None:
             self._closed_waiter = asyncio.get_running_loop().create_future()
@@ -365,459 +335,116 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """End gracefully (see :meth:`end`), or destroy if the block raised."""
         if exc is None:
             await self.end()
         else:
             self.destroy()
 
-    # -- opening -------------------------------------------------------------------------------
+    # -- connecting ----------------------------------------------------------------------------
 
-    def _start_opening(self) -> asyncio.Task[None]:
+    async def _ready(self) -> Connection:
+        """The open connection, connecting first if need be, once the peer reads our writes."""
+        conn = self._connection
+        if conn is None or conn.state is State.CONNECTING:
+            if self._state is not State.OPEN:
+                raise self._closed_error()
+            conn = await asyncio.shield(self._start_opening())
+        if conn.write_paused:
+            await conn.drained()
+        return conn
+
+    def _start_opening(self) -> asyncio.Task[Connection]:
         """The connect attempt, started on the running loop if it has not been yet."""
         if self._opening is None:
-            loop = self._loop = asyncio.get_running_loop()
-            self._opening = loop.create_task(self._connect())
+            if self._connector is None:
+                raise self._closed_error()
+            conn = self._connection = Connection(
+                self, self.server_id, max_message_bytes=self._max_message_bytes
+            )
+            self._opening = asyncio.get_running_loop().create_task(self._open(conn))
             self._opening.add_done_callback(self._opened)
         return self._opening
 
-    async def _connect(self) -> None:
-        path = address(self.server_id).socket
+    async def _open(self, conn: Connection) -> Connection:
+        assert self._connector is not None
+        transport = await self._connector.connect(lambda: conn)
+        if conn.state is not State.OPEN:
+            transport.close()  # our connection_made failed: never leave a request hanging
+            raise ConnectError(
+                f"connected to the jitpc server {self.server_id!r}, "
+                "but could not set up the connection",
+                server_id=self.server_id,
+                path="",
+            )
+        return conn
 
-        def failure(message: str) -> ConnectError:
-            return ConnectError(message, server_id=self.server_id, path=path)
-
-        spinup = self._spinup
-        delays = iter(BACKOFF)
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                transport = await open_stream(path, self._protocol)
-            except PermissionError as exc:
-                raise failure(
-                    f"refusing the jitpc server for {self.server_id!r} at {path}: {exc}"
-                ) from exc
-            except OSError as exc:
-                if not is_retryable(exc):
-                    raise failure(
-                        f"cannot connect to jitpc server {self.server_id!r} at {path}: {exc}"
-                    ) from exc
-                last_error = exc
-            else:
-                if self._transport is None and not self._closed:
-                    transport.close()  # our connection_made failed: never leave a request hanging
-                    raise failure(f"connected to {path}, but could not set up the connection")
-                return
-            if spinup is not None:
-                hook, spinup = spinup, None
-                try:
-                    started = hook()
-                    if inspect.isawaitable(started):
-                        await started
-                except Exception as exc:
-                    raise failure(
-                        f"the spinup hook for jitpc server {self.server_id!r} failed: {exc!r}"
-                    ) from exc
-            delay = next(delays, None)
-            if delay is None:
-                raise failure(
-                    f"no jitpc server for {self.server_id!r} at {path} after {tries} tries "
-                    f"over {sum(BACKOFF):.1f} s: {last_error}"
-                ) from last_error
-            logger.debug("jitpc: no server at %s yet (%s); trying again", path, last_error)
-            await asyncio.sleep(delay * random.uniform(1 - JITTER, 1 + JITTER))
-
-    def _protocol(self) -> asyncio.Protocol:
-        return self._link
-
-    def _opened(self, task: asyncio.Task[None]) -> None:
+    def _opened(self, task: asyncio.Task[Connection]) -> None:
+        self._opening = None
         if task.cancelled():
+            exc: BaseException | None = ClosedError(f"jitpc client for {self.server_id!r} closed")
+        else:
+            exc = task.exception()
+        if exc is None:
             return
-        exc = task.exception()
-        if exc is not None:
-            logger.debug("jitpc client for %r could not connect: %s", self.server_id, exc)
-            self._mark_closed(exc)
+        if isinstance(exc, ConnectError) and not self._reconnect:
+            self._close_error = exc
+        conn = self._connection
+        if conn is not None and conn.state is State.CONNECTING:
+            conn.destroy(exc)  # queued notifications are lost
 
     def _closed_error(self) -> BaseException:
-        exc = self._close_error
-        if isinstance(exc, ConnectError):
-            return exc
-        return ClosedError(
-            f"jitpc connection to {self.server_id!r} is "
-            + ("ending" if self._ending and not self._closed else "closed")
-        )
+        if self._close_error is not None:
+            return self._close_error
+        what = "ending" if self._state is State.ENDING else "closed"
+        return ClosedError(f"jitpc connection to {self.server_id!r} is {what}")
 
-    # -- transport callbacks ---------------------------------------------------------------
+    # -- what the connection calls -------------------------------------------------------------
 
-    def _connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence no isinstance).
-        transport = cast(asyncio.Transport, transport)
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        if self._closed:
-            transport.abort()
-            return
-        if self._server is not None:
-            # (The connecting side checks its server before the connection is set up.)
-            refusal = _foreign_peer(transport)
-            if refusal is not None:
-                transport.abort()
-                logger.warning("jitpc server %r refused a connection: %s", self.server_id, refusal)
-                self._mark_closed(refusal)
-                return
-        self._transport = transport
-        _shutdown.track(self._loop, self)
+    def _lookup(self, method: str) -> Responder | None:
+        fn = self._responders.get(method)
+        if fn is None:
+            typed = None
+            for router in self._routers:
+                typed = router._lookup(method)
+                if typed is not None:
+                    break
+            if typed is None and self._server is not None:
+                typed = self._server._table.get(method)
+            if typed is None:
+                return None  # unknown names are not cached: no unbounded growth
+            fn = functools.partial(typed, self)
+        self._table[method] = fn
+        return fn
+
+    def _routes_changed(self) -> None:
+        self._table.clear()
+
+    def _connection_made(self, connection: Connection) -> None:
         if self._server is not None:
             self._server._client_connected(self)
-        self._flush()
 
-    def _hold(self) -> None:
-        """Read nothing into the core until as many :meth:`_release` calls (async on_client)."""
-        self._holds += 1
-        if self._held is None:
-            self._held = []
-            self._update_reading()
-
-    def _release(self) -> None:
-        self._holds -= 1
-        if self._holds:
+    def _connection_lost(self, connection: Connection, error: ClosedError) -> None:
+        if connection is not self._connection:
             return
-        held, self._held = self._held, None
-        if self._closed or self._transport is None:
-            return
-        self._update_reading()
-        for data in held or ():
-            if not self._closed:
-                self._data_received(data)
-
-    def _update_reading(self) -> None:
-        """Pause or resume reading from the peer: backpressure (research T13, section 2).
-
-        Reading stops while an async on_client runs, while ``MAX_IN_FLIGHT`` requests from the
-        peer are being handled, or while more than ``MAX_UNSENT_REPLY_BYTES`` of our answers wait
-        behind a peer that does not read them. What a peer can make us hold is then bounded,
-        and the kernel's socket buffer pushes back on the peer. Only answers count toward the
-        byte bound: our own requests wait for the drain in :meth:`request` instead, so two
-        peers sending each other large requests at once never both stop reading.
-        """
-        transport = self._transport
-        if transport is None or self._closed:
-            return
-        pause = (
-            self._held is not None
-            or bool(self._deferred)
-            or len(self._tasks) >= MAX_IN_FLIGHT
-            or self._unsent_replies > MAX_UNSENT_REPLY_BYTES
-        )
-        if pause != self._reading_paused:
-            self._reading_paused = pause
-            if pause:
-                transport.pause_reading()
-            else:
-                transport.resume_reading()
-
-    def _data_received(self, data: bytes) -> None:
-        if self._held is not None:
-            # Some loops (uvloop) deliver data read before pause_reading() took effect.
-            self._held.append(data)
-            return
-        self._wrote_early = False  # a new loop turn: the next request may go out at once
-        peer = self._peer
-        events = peer.receive_data(data)
-        if self._deferred:
-            self._deferred.extend(events)  # read before pause_reading() took effect
-        else:
-            self._process(events)
-        if peer.failed:
-            bad = events[-1]
-            assert isinstance(bad, BadMessage)
-            error = ClosedError(
-                f"jitpc connection closed: the peer broke the protocol: {bad.reason}"
-            )
-            error.__cause__ = ProtocolError(bad.reason)
-            self._close_now(error, abort=False)  # our error reply still goes out
-        elif self._ending:
-            self._maybe_finish_end()
-
-    def _process(self, events: list[Event]) -> None:
-        self._flush_pending = True  # replies made below go out together (see WRITE_BATCH)
-        pending = self._pending
-        for index, event in enumerate(events):
-            kind = type(event)
-            if kind is Request or kind is Notification:
-                if len(self._tasks) >= MAX_IN_FLIGHT:
-                    # At the cap: the rest waits (see _update_reading) until handlers finish.
-                    self._deferred = events[index:]
-                    break
-                self._dispatch(event)  # type: ignore[arg-type]
-                if len(self._peer.outgoing) >= WRITE_BATCH:
-                    self._write_batch()
-            elif kind is Response:
-                future = pending.pop(event.id, None) if type(event.id) is int else None  # type: ignore[union-attr]
-                if future is not None and not future.done():
-                    future.set_result(event.result)  # type: ignore[union-attr]
-            elif kind is ErrorResponse:
-                self._error_response(event)  # type: ignore[arg-type]
-            else:
-                assert isinstance(event, BadMessage)
-                logger.warning("jitpc peer %r sent a bad message: %s", self, event.reason)
-        if self._peer.outgoing:
-            self._flush()
-        else:
-            self._flush_pending = False
-
-    def _error_response(self, event: ErrorResponse) -> None:
-        id_ = event.id
-        future = self._pending.pop(id_, None) if type(id_) is int else None
-        if future is None:
-            logger.warning("jitpc peer %r reported an error: %s", self, event.error)
-        elif not future.done():
-            future.set_exception(event.error)
-
-    def _eof_received(self) -> bool:
-        # The peer will send nothing more, so nothing pending can be answered: fail it now.
-        self._peer_eof = True
-        for event in self._peer.receive_eof():
-            assert isinstance(event, BadMessage)
-            logger.warning("jitpc peer %r: %s", self, event.reason)
-        closed = ClosedError("jitpc peer closed the connection")
-        self._fail_pending(closed)
-        if self._transport is not None and peer_gone(self._transport):
-            # Not a half-close: nothing can be sent back. Release the connection (and its
-            # server-side id) now, rather than when a running responder's answer finds a
-            # broken pipe; the responders themselves still run to their end.
-            self._mark_closed(closed)
-            return False
-        if self._eof_sent:
-            assert self._transport is not None
-            self._transport.close()  # both halves are closed now
-            return True
-        self._ending = True
-        self._maybe_finish_end()
-        return True  # keep our half open to send the answers still owed
-
-    def _connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed:
-            self._mark_closed(exc)
-
-    def _pause_writing(self) -> None:
-        self._write_paused = True
-
-    def _resume_writing(self) -> None:
-        self._write_paused = False
-        if self._unsent_replies:
-            self._unsent_replies = 0
-            self._update_reading()
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _drained(self) -> None:
-        waiter = self._loop.create_future()  # type: ignore[union-attr]
-        self._drain_waiters.append(waiter)
-        await waiter
-
-    # -- answering the peer ----------------------------------------------------------------
-
-    def _dispatch(self, event: Request | Notification) -> None:
-        method = event.method
-        id_ = event.id if type(event) is Request else None
-        fn = self._responders.get(method)
-        try:
-            if fn is not None:
-                result = fn(event.params)
-            else:
-                cache = self._typed_cache
-                typed = cache.get(method) if cache.version == _typed.version else None
-                if typed is None:
-                    typed = self._typed_responder(method)
-                if typed is None:
-                    if id_ is not None:
-                        self._peer.send_error(id_, MethodNotFound(f"Unknown method: {method}"))
-                    else:
-                        logger.debug("jitpc: no responder for notification %r", method)
-                    return
-                result = typed(event.params, self)
-        except Exception as exc:
-            self._send_exception(id_, method, exc)
-            return
-        if is_awaitable(result):
-            task = self._loop.create_task(self._finish(id_, method, result))  # type: ignore[union-attr]
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
-            if len(self._tasks) >= MAX_IN_FLIGHT:
-                self._update_reading()
-        elif id_ is not None:
-            self._send_result(id_, result)
-
-    def _typed_responder(self, method: str) -> TypedResponder | None:
-        """The typed responder for ``method``, which the cache does not hold (``_dispatch``
-        reads a valid cache itself, a call less): reset a stale cache, search the routers."""
-        cache = self._typed_cache
-        if cache.version != _typed.version:
-            cache.clear()
-            cache.version = _typed.version
-        routers = self._routers
-        if self._server is not None:
-            routers = routers + self._server._routers
-        for router in routers:
-            typed = router.lookup(method)
-            if typed is not None:
-                cache[method] = typed  # unknown names are not cached: no unbounded growth
-                return typed
-        return None
-
-    async def _finish(self, id_: Any, method: str, awaitable: Awaitable[Any]) -> None:
-        try:
-            result = await awaitable
-        except Exception as exc:
-            self._send_exception(id_, method, exc)
-        else:
-            if id_ is not None:
-                self._send_result(id_, result)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not self._closed:
-            self._schedule_flush()
-            if self._deferred and len(self._tasks) < MAX_IN_FLIGHT:
-                deferred, self._deferred = self._deferred, []
-                self._process(deferred)
-            if self._reading_paused:
-                self._update_reading()
-            if self._ending:
-                self._maybe_finish_end()
-
-    def _send_result(self, id_: Any, result: Any) -> None:
-        try:
-            self._peer.send_result(id_, result)
-        except TypeError as exc:
-            logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
-            self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
-
-    def _send_exception(self, id_: Any, method: str, exc: Exception) -> None:
-        if isinstance(exc, RemoteError):
-            error = exc
-        else:
-            logger.error("jitpc: responder for %r raised", method, exc_info=exc)
-            error = InternalError(str(exc) or type(exc).__name__)
-        if id_ is not None:
-            self._peer.send_error(id_, error)
-
-    # -- writing and closing -----------------------------------------------------------------
-
-    def _schedule_flush(self) -> None:
-        """Write what is queued at the end of this loop turn, or now if a batch is full."""
-        if not self._flush_pending:
-            if self._loop is not None:
-                self._flush_pending = True
-                self._loop.call_soon(self._flush_soon)
-        elif len(self._peer.outgoing) >= WRITE_BATCH:
-            self._write_batch()
-
-    def _write_batch(self) -> None:
-        """Write a full batch now, mid-turn; the flush due at the end of the turn still comes."""
-        self._flush()
-        self._flush_pending = True
-
-    def _flush_soon(self) -> None:
-        self._wrote_early = False
-        self._flush()
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        data = self._peer.data_to_send()
-        if data and self._transport is not None and not self._eof_sent and not self._closed:
-            was_paused = self._write_paused
-            self._transport.write(data)
-            if was_paused:
-                # The peer is not reading what we send: count it (mostly answers; see
-                # _update_reading) and stop reading once too much is waiting.
-                self._unsent_replies += len(data)
-                if self._unsent_replies > MAX_UNSENT_REPLY_BYTES:
-                    self._update_reading()
-
-    def _maybe_finish_end(self) -> None:
-        if not self._ending or self._eof_sent or self._pending or self._tasks or self._deferred:
-            return
-        transport = self._transport
-        if transport is None or self._closed:
-            return
-        self._flush()
-        self._eof_sent = True
-        if self._peer_eof or not transport.can_write_eof():
-            transport.close()
-        else:
-            transport.write_eof()
-
-    def _close_now(self, cause: BaseException | None, *, abort: bool) -> None:
-        """Close without waiting: cancel running responders, fail what is pending, and abort
-        the transport, or (``abort=False``) close it once queued bytes are written."""
-        if self._closed:
-            return
-        for task in list(self._tasks):
-            task.cancel()
-        transport = self._transport
-        self._mark_closed(cause)
-        if transport is not None:
-            if abort:
-                transport.abort()
-            else:
-                transport.close()
-
-    def _fail_pending(self, error: ClosedError) -> None:
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
-
-    def _mark_closed(self, cause: BaseException | None) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if isinstance(cause, ClosedError):
-            error = cause
-        else:
-            error = ClosedError(f"jitpc connection to {self.server_id!r} closed")
-            if cause is not None:
-                error.__cause__ = cause
-                if isinstance(cause, ConnectError):
-                    self._close_error = cause
-        self._fail_pending(error)
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_exception(error)
-        self._drain_waiters = []
-        if self._closed_waiter is not None and not self._closed_waiter.done():
-            self._closed_waiter.set_result(None)
+        self._connection = None
         if self._server is not None:
             self._server._client_closed(self)
+        if not self._reconnect or self._state is not State.OPEN:
+            self._mark_closed()
 
-    def _abort_at_shutdown(self) -> None:
-        self.destroy()
-
-
-def _foreign_peer(transport: asyncio.BaseTransport) -> PermissionError | None:
-    """Why the peer of this (accepted) connection must be refused, if it must."""
-    sock = transport.get_extra_info("socket")
-    if sock is None or getattr(sock, "family", None) != getattr(socket, "AF_UNIX", None):
-        return None
-    try:
-        check_peer(sock)
-    except PermissionError as exc:
-        return exc
-    return None
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or repr(tp)
+    def _mark_closed(self) -> None:
+        self._state = State.CLOSED
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
 
 
 def connect(
     server_id: str,
     *,
     spinup: Spinup | None = None,
+    connect_timeout: float | None = CONNECT_TIMEOUT,
+    reconnect: bool = False,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> Client:
     """A client for the jitpc server ``server_id``; it connects at first use.
@@ -829,8 +456,26 @@ def connect(
 
     Args:
         server_id: the id the server listens on; it names ``<tmpdir>/<id>.sock``.
-        spinup: called at most once, after the first failed try; typically starts the server
-            process (detached) and may or may not wait for it.
+        spinup: called at most once per connect, after the first failed try; typically starts
+            the server process (detached) and may or may not wait for it. A coroutine function
+            runs on the loop; any other callable in a worker thread, so that a hook that blocks
+            cannot hold the connect past its deadline.
+        connect_timeout: seconds the connect phase may take, spinup included (default: Node's
+            back-off schedule, about 7.1 s); the back-off goes on, jittered, until then. ``0``
+            tries once and runs no hook; ``None`` retries until the server answers.
+        reconnect: after the connection ends (the server spun down, restarted or died), the
+            next request or notification connects again, spinup included; responders and
+            mounted routers carry over. Requests in flight when it ended fail with
+            :class:`ClosedError` and are never resent.
         max_message_bytes: the longest message accepted from the server.
+
+    Raises:
+        ValueError: ``connect_timeout`` is negative.
     """
-    return Client(server_id, spinup=spinup, max_message_bytes=max_message_bytes)
+    return Client(
+        server_id,
+        spinup=spinup,
+        connect_timeout=connect_timeout,
+        reconnect=reconnect,
+        max_message_bytes=max_message_bytes,
+    )

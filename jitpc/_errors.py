@@ -13,7 +13,8 @@ Every error jitpc raises on purpose derives from :class:`JitpcError`::
         ├── InvalidRequest    -32600
         ├── MethodNotFound    -32601
         ├── InvalidParams     -32602
-        └── InternalError     -32603
+        ├── InternalError     -32603
+        └── RequestCancelled  -32800
 
 `listen()` returning ``None`` because another process serves the id is not an error.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "ProtocolError",
     "RPCError",
     "RemoteError",
+    "RequestCancelled",
     "ResultValidationError",
 ]
 
@@ -210,7 +212,24 @@ class InternalError(RemoteError):
     CODE = -32603
 
 
+class RequestCancelled(RemoteError):
+    """The request was cancelled before it finished (-32800, as in LSP).
+
+    A jitpc peer answers a cancelled request with it once; the caller that cancelled has
+    already given the request up, so it is seen only by peers that send the cancel by hand.
+    """
+
+    CODE = -32800
+
+
 _BY_CODE: dict[Any, type[RemoteError]] = {
     cls.CODE: cls
-    for cls in (ParseError, InvalidRequest, MethodNotFound, InvalidParams, InternalError)
+    for cls in (
+        ParseError,
+        InvalidRequest,
+        MethodNotFound,
+        InvalidParams,
+        InternalError,
+        RequestCancelled,
+    )
 }

@@ -11,11 +11,19 @@ arguments), so it is written once, where mypy sees it too: ``client.call(Inc(...
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-__all__ = ["Method", "result_adapter", "result_validator"]
+__all__ = [
+    "Method",
+    "MethodSpec",
+    "result_adapter",
+    "result_validator",
+    "type_name",
+    "validation_errors",
+]
 
 # Covariant: R only comes out (a Method[Counter] is a Method[object]).
 R_co = TypeVar("R_co", covariant=True)
@@ -83,3 +91,32 @@ def result_validator(params_type: type[Method[Any]]) -> Callable[[Any], Any]:
         validate = validator.validate_python
         params_type.__jitpc_validate_result__ = validate
     return validate
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """What a router knows of one typed method: its name, params model and handler."""
+
+    name: str
+    params_type: type[Method[Any]]
+    handler: Callable[..., Any]
+    #: Whether the handler runs in a worker thread.
+    thread: bool = False
+
+    @property
+    def notification(self) -> bool:
+        """Whether the method is a notification (``Method[None]``)."""
+        return self.params_type.__jitpc_result_type__ is type(None)
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors as plain JSON: ``loc``, ``type`` and ``msg`` of each."""
+    return [
+        {"loc": list(error["loc"]), "type": error["type"], "msg": error["msg"]}
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def type_name(tp: Any) -> str:
+    """A type's name for messages: ``Counter``, or the repr of ``list[Counter]``."""
+    return getattr(tp, "__name__", None) or repr(tp)

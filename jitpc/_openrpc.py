@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import TypeAdapter
 
-from ._method import result_adapter
-
-if TYPE_CHECKING:
-    from ._typed import _Entry
+from ._method import MethodSpec, result_adapter
 
 __all__ = ["OPENRPC_VERSION", "document"]
 
@@ -30,7 +27,7 @@ def _refs(node: Any) -> Iterable[str]:
             yield from _refs(value)
 
 
-def document(entries: Iterable[_Entry], *, title: str, version: str) -> dict[str, Any]:
+def document(entries: Iterable[MethodSpec], *, title: str, version: str) -> dict[str, Any]:
     """The OpenRPC document describing ``entries``: params by name, models in components."""
     entries = sorted(entries, key=lambda e: e.name)
     inputs: list[tuple[Any, Any, TypeAdapter[Any]]] = []

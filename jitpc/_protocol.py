@@ -11,8 +11,17 @@ and reused by any I/O layer. The integration contract:
 * After either kind of call, write whatever :meth:`Peer.data_to_send` returns. The core queues
   replies of its own (a parse error for a line that is not JSON, for example), so check it after
   receiving too.
-* When :attr:`Peer.failed` becomes true (a message over the size limit), write the queued
-  bytes and close the connection: the rest of that line must never be read as a message.
+* When :attr:`Peer.state` becomes :attr:`State.FAILED` (a message over the size limit), write
+  the queued bytes and close the connection: the rest of that line must never be read.
+* :meth:`Peer.send_request` takes an opaque ``waiter`` (the I/O layer's future, say) and the
+  core keeps it until the answer: a :class:`Response` or :class:`ErrorResponse` carries the
+  waiter of the request it answers (``None`` when it answers nothing outstanding).
+  :meth:`Peer.cancel` gives a request up: the peer is told (:data:`CANCEL_METHOD`) and a late
+  answer is dropped here, without an event. :meth:`Peer.abandon` hands back every waiter still
+  outstanding, for the I/O layer to fail when the connection ends.
+
+Global state: two caches of at most 4,096 entries each (serializers by type, method names as
+JSON), filled as types and names are first seen; they never change what is written.
 
 Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
 
@@ -28,6 +37,7 @@ Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,20 +49,32 @@ from pydantic_core import PydanticSerializationError, from_json, to_json
 from ._errors import InvalidRequest, ParseError, RemoteError
 
 __all__ = [
+    "CANCEL_METHOD",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "dump",
     "BadMessage",
+    "CancelRequest",
     "ErrorResponse",
     "Event",
     "Notification",
     "Peer",
     "Request",
     "Response",
+    "State",
     "encode",
     "reject_constant",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+#: The notification that gives a request up: ``{"method": "$/cancelRequest", "params": {"id":
+#: ID}}``, LSP's name and shape. A jitpc peer cancels the handler (or never starts it) and
+#: answers -32800 once; a Node jitpc peer ignores it.
+CANCEL_METHOD: Final = "$/cancelRequest"
+#: Cancelled ids whose late answers are still dropped quietly; the oldest are forgotten first.
+MAX_CANCELLED: Final = 4096
+
+# Events are plain slotted dataclasses, not frozen ones: frozen costs 396 ns a message against
+# 129 ns (measured), on the hottest path.
 
 
 @dataclass(slots=True)
@@ -74,19 +96,31 @@ class Notification:
 
 @dataclass(slots=True)
 class Response:
-    """The peer answered our request ``id`` with a result. Don't subclass."""
+    """The peer answered our request ``id`` with a result; ``waiter`` is what
+    :meth:`Peer.send_request` was given for it (``None``: no such request outstanding). Don't
+    subclass."""
 
     id: Any
     result: Any
+    waiter: Any = None
 
 
 @dataclass(slots=True)
 class ErrorResponse:
     """The peer answered our request ``id`` (or ``None``: a message it could not read) with an
-    error. Don't subclass."""
+    error; ``waiter`` as for :class:`Response`. Don't subclass."""
 
     id: Any
     error: RemoteError
+    waiter: Any = None
+
+
+@dataclass(slots=True)
+class CancelRequest:
+    """The peer gives up its request ``id`` (a :data:`CANCEL_METHOD` notification). Don't
+    subclass."""
+
+    id: Any
 
 
 @dataclass(slots=True)
@@ -100,9 +134,21 @@ class BadMessage:
     fatal: bool = False
 
 
-Event = Request | Notification | Response | ErrorResponse | BadMessage
+Event = Request | Notification | Response | ErrorResponse | CancelRequest | BadMessage
+
+
+class State(enum.IntEnum):
+    """Where a :class:`Peer` stands. Only ``OPEN`` reads."""
+
+    OPEN = 1
+    #: The stream ended (:meth:`Peer.receive_eof`).
+    CLOSED = 2
+    #: The peer broke the framing (a line over the limit): close the connection.
+    FAILED = 3
+
 
 _VERSION: Final = "2.0"
+_MISSING: Final = object()
 
 
 def _truthy(value: Any) -> bool:
@@ -209,25 +255,49 @@ class Peer:
             error and fails the connection.
     """
 
-    __slots__ = ("_buf", "_closed", "_next_id", "failed", "max_message_bytes", "outgoing")
+    __slots__ = (
+        "_buf",
+        "_cancelled",
+        "_next_id",
+        "_outgoing",
+        "_outstanding",
+        "max_message_bytes",
+        "state",
+    )
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         if max_message_bytes < 1:
             raise ValueError("max_message_bytes must be positive")
         self.max_message_bytes = max_message_bytes
         self._buf = bytearray()  # the partial last line
-        #: The lines queued and not yet taken by :meth:`data_to_send`; read it, never change it.
-        self.outgoing: list[bytes] = []
+        self._outgoing: list[bytes] = []
         self._next_id = 1
-        self._closed = False
-        #: True once the peer broke the framing; the connection must be closed.
-        self.failed = False
+        #: Our requests not answered yet: id -> waiter.
+        self._outstanding: dict[int, Any] = {}
+        #: Requests we gave up, whose late answers are dropped (a dict: insertion order).
+        self._cancelled: dict[int, None] = {}
+        self.state = State.OPEN
+
+    @property
+    def pending_messages(self) -> int:
+        """How many messages are queued for :meth:`data_to_send`."""
+        return len(self._outgoing)
+
+    @property
+    def outstanding(self) -> int:
+        """How many of our requests await their answer."""
+        return len(self._outstanding)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the peer broke the framing (``state is State.FAILED``)."""
+        return self.state is State.FAILED
 
     # -- receiving ---------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Take bytes read from the connection; return the events they complete."""
-        if self._closed or not data:
+        if self.state is not State.OPEN or not data:
             return []
         limit = self.max_message_bytes
         buf = self._buf
@@ -269,9 +339,9 @@ class Peer:
 
     def receive_eof(self) -> list[Event]:
         """The peer will send nothing more. Idempotent; a partial last line is dropped."""
-        if self._closed:
+        if self.state is not State.OPEN:
             return []
-        self._closed = True
+        self.state = State.CLOSED
         partial = self._buf.strip()
         self._buf = bytearray()
         if partial:
@@ -279,8 +349,7 @@ class Peer:
         return []
 
     def _too_large(self) -> BadMessage:
-        self._closed = True
-        self.failed = True
+        self.state = State.FAILED
         self._buf = bytearray()
         reason = f"message larger than {self.max_message_bytes} bytes"
         self._queue_error(None, InvalidRequest(reason))
@@ -320,6 +389,10 @@ class Peer:
                 return BadMessage(reason)
             elif id_:
                 return Request(id_, method, msg.get("params"))
+            if method == CANCEL_METHOD:
+                params = msg.get("params")
+                if type(params) is dict and "id" in params:
+                    return CancelRequest(params["id"])
             return Notification(method, msg.get("params"))
         if method is not None and _truthy(method):
             id_ = msg.get("id")
@@ -327,15 +400,23 @@ class Peer:
             echo = id_ if type(id_) in (int, float, str) and _truthy(id_) else None
             self._queue_error(echo, InvalidRequest(reason))
             return BadMessage(reason)
+        id_ = msg.get("id")
+        if type(id_) is int:
+            waiter = self._outstanding.pop(id_, None)
+            if waiter is None and id_ in self._cancelled:
+                del self._cancelled[id_]  # the late answer to a request we gave up
+                return None
+        else:
+            waiter = None
         error = msg.get("error")
         if error is not None and _truthy(error):
-            return ErrorResponse(msg.get("id"), RemoteError.from_wire(error))
-        return Response(msg.get("id"), msg.get("result"))
+            return ErrorResponse(id_, RemoteError.from_wire(error), waiter)
+        return Response(id_, msg.get("result"), waiter)
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send_request(self, method: str, params: Any = None) -> int:
-        """Queue a request; return its id, which the response will carry.
+    def send_request(self, method: str, params: Any = None, waiter: Any = None) -> int:
+        """Queue a request; return its id, which the response will carry with ``waiter``.
 
         Raises:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
@@ -349,9 +430,30 @@ class Peer:
             # times as its buffer grows (0.43 ms against 0.05 ms for 1 MiB).
             head = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":' % (id_, name)
             line = b"".join((head, dump(params), b"}\n"))
-        self.outgoing.append(line)
+        self._outgoing.append(line)
         self._next_id = id_ + 1
+        self._outstanding[id_] = waiter
         return id_
+
+    def cancel(self, id_: int) -> bool:
+        """Give up our request ``id_``: queue the cancel notification, and drop its answer if
+        it comes. Returns whether it was outstanding (``False``: answered already, or unknown).
+        """
+        if self._outstanding.pop(id_, _MISSING) is _MISSING:
+            return False
+        cancelled = self._cancelled
+        cancelled[id_] = None
+        if len(cancelled) > MAX_CANCELLED:
+            del cancelled[next(iter(cancelled))]
+        if self.state is State.OPEN:
+            self.send_notification(CANCEL_METHOD, {"id": id_})
+        return True
+
+    def abandon(self) -> list[Any]:
+        """Forget every outstanding request (the connection ended); return their waiters."""
+        waiters = list(self._outstanding.values())
+        self._outstanding.clear()
+        return waiters
 
     def send_notification(self, method: str, params: Any = None) -> None:
         """Queue a notification (a request that gets no response).
@@ -361,10 +463,10 @@ class Peer:
         """
         name = _method_names[method] if method in _method_names else _new_method_json(method)
         if params is None:
-            self.outgoing.append(b'{"jsonrpc":"2.0","method":%b}\n' % name)
+            self._outgoing.append(b'{"jsonrpc":"2.0","method":%b}\n' % name)
         else:
             head = b'{"jsonrpc":"2.0","method":%b,"params":' % name
-            self.outgoing.append(b"".join((head, dump(params), b"}\n")))
+            self._outgoing.append(b"".join((head, dump(params), b"}\n")))
 
     def send_result(self, id_: Any, result: Any) -> None:
         """Queue the successful response to the peer's request ``id_``.
@@ -377,7 +479,7 @@ class Peer:
             head = b'{"jsonrpc":"2.0","id":%d,"result":' % id_
         else:
             head = b'{"jsonrpc":"2.0","id":%b,"result":' % dump(id_)
-        self.outgoing.append(b"".join((head, body, b"}\n")))
+        self._outgoing.append(b"".join((head, body, b"}\n")))
 
     def send_error(self, id_: Any, error: RemoteError) -> None:
         """Queue an error response to the peer's request ``id_``.
@@ -397,12 +499,12 @@ class Peer:
             line = encode(
                 {"jsonrpc": _VERSION, "id": id_, "error": {"code": code, "message": message}}
             )
-        self.outgoing.append(line)
+        self._outgoing.append(line)
 
     def data_to_send(self) -> bytes:
         """The bytes queued since the last call (``b""`` if none)."""
-        out = self.outgoing
+        out = self._outgoing
         if not out:
             return b""
-        self.outgoing = []
+        self._outgoing = []
         return out[0] if len(out) == 1 else b"".join(out)

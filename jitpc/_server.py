@@ -12,18 +12,21 @@ import heapq
 import inspect
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
-from . import _shutdown, _typed
-from ._client import Client
+from . import _shutdown
+from ._client import Client, TypedResponder
 from ._errors import JitpcError
 from ._lock import Lock, try_acquire
+from ._openrpc import document
 from ._paths import address
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
 from ._transport import Listener, serve
 from ._typed import Router
+from ._version import __version__
 
 __all__ = ["OnClient", "Server", "listen"]
 
@@ -46,6 +49,11 @@ class Server:
 
     Made by :func:`listen`. Use it as ``async with server:`` to close it on exit, or await
     :meth:`wait_closed` to serve until it spins down.
+
+    Every server answers three built-in methods, on any connection, even one at its in-flight
+    cap: ``rpc.ping`` (``{}``: cheap liveness), ``rpc.status`` (``id``, ``pid``, ``jitpc``
+    version, ``uptime`` in seconds, ``clients``, ``in_flight`` requests, ``methods``) and
+    ``rpc.discover`` (the OpenRPC document of its typed methods).
     """
 
     def __init__(
@@ -77,12 +85,21 @@ class Server:
         self._closed = self._loop.create_future()
         self._tasks: set[asyncio.Task[None]] = set()
         self._router = Router()
-        self._routers: list[Router] = [self._router]
+        self._routers: list[Router] = []
+        self._builtins: dict[str, TypedResponder] = {
+            "rpc.ping": _ping,
+            "rpc.status": self._status,
+            "rpc.discover": self._discover,
+        }
+        #: Every typed method of this server, resolved: built-ins, then its routers in order.
+        self._table: dict[str, TypedResponder] = {}
+        self._discovered: dict[str, Any] | None = None
+        self._started = time.monotonic()
         self._watch: asyncio.TimerHandle | None = None
         self._lost = False
         self._rebinding: asyncio.Task[None] | None = None
         self._socket_path = ""  # set by listen()
-        self._discovered: tuple[int, dict[str, Any]] | None = None  # (_typed.version, document)
+        self.mount(self._router)
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else f"{len(self._clients)} clients"
@@ -113,44 +130,80 @@ class Server:
         self._on_client.append(fn)
         return fn
 
-    def method(self, handler: H) -> H:
+    @overload
+    def method(self, handler: H, /) -> H: ...
+    @overload
+    def method(self, handler: None = None, /, *, thread: bool = False) -> Callable[[H], H]: ...
+    def method(
+        self, handler: Callable[..., object] | None = None, /, *, thread: bool = False
+    ) -> Any:
         """Register a typed handler for every client of this server (a decorator).
 
         ``handler`` takes its params model (a ``jitpc.Method[R]`` subclass), optionally the
         calling :class:`Client` (by annotation), and returns ``R``, sync or async. See
-        :class:`Router`; returns the handler unchanged.
+        :class:`Router`; returns the handler unchanged. ``@server.method(thread=True)`` runs a
+        synchronous handler in a worker thread, so that it may block.
 
         Raises:
             TypeError: the handler's annotations are unusable.
             ValueError: its method name is already registered on this server.
         """
-        self._router.add_method(handler)
+        if handler is None:
+            return self._router.method(thread=thread)
+        self._router.add_method(handler, thread=thread)
         return handler
 
-    def add_method(self, handler: Callable[..., object], *, name: str | None = None) -> None:
+    def add_method(
+        self, handler: Callable[..., object], *, name: str | None = None, thread: bool = False
+    ) -> None:
         """Register a typed handler, optionally under another name (see :meth:`method`)."""
-        self._router.add_method(handler, name=name)
+        self._router.add_method(handler, name=name, thread=thread)
 
     def mount(self, router: Router) -> None:
-        """Serve ``router``'s typed methods to every client (after this server's own)."""
+        """Serve ``router``'s typed methods to every client (after this server's own); methods
+        added to it later are served too."""
         self._routers.append(router)
-        _typed.changed()
+        router._watch(self)
+        self._routes_changed()
 
     def openrpc(self, *, version: str = "0.0.0") -> dict[str, Any]:
         """The OpenRPC document of this server's typed methods, as ``rpc.discover`` answers."""
-        from ._openrpc import document
-
-        entries = {}
+        specs = {}
         for router in reversed(self._routers):
-            entries.update({entry.name: entry for entry in router.entries()})
-        return document(entries.values(), title=self.id, version=version)
+            specs.update({name: spec for name, _, spec in router._items()})
+        return document(specs.values(), title=self.id, version=version)
 
-    def _discover(self, _params: Any) -> dict[str, Any]:
+    def _routes_changed(self) -> None:
+        table = dict(self._builtins)
+        for router in self._routers:
+            for name, respond, _ in router._items():
+                table.setdefault(name, respond)
+        self._table = table
+        self._discovered = None
+        for client in self._clients.values():
+            client._routes_changed()
+
+    def _discover(self, _client: Client, _params: Any) -> dict[str, Any]:
         """``rpc.discover``'s answer, built again only when methods were added or mounted: a
         large document takes milliseconds, during which the server serves no one."""
-        if self._discovered is None or self._discovered[0] != _typed.version:
-            self._discovered = (_typed.version, self.openrpc())
-        return self._discovered[1]
+        if self._discovered is None:
+            self._discovered = self.openrpc()
+        return self._discovered
+
+    def _status(self, client: Client, _params: Any) -> dict[str, Any]:
+        """``rpc.status``: what a health check or ``jitpc status`` shows."""
+        names = set(self._table) | set(client._responders)
+        return {
+            "id": self.id,
+            "pid": os.getpid(),
+            "jitpc": __version__,
+            "uptime": round(time.monotonic() - self._started, 3),
+            "clients": len(self._clients),
+            "in_flight": sum(
+                c._connection.in_flight for c in self._clients.values() if c._connection
+            ),
+            "methods": sorted(names),
+        }
 
     async def close(self) -> None:
         """Stop serving: close every client (their pending requests fail), remove the socket,
@@ -182,12 +235,10 @@ class Server:
         else:
             client_id = self._next_id
             self._next_id += 1
-        client = Client(
-            self.id, max_message_bytes=self._max_message_bytes, _server=self, _id=client_id
-        )
-        client._responders["rpc.discover"] = self._discover
+        client = Client._serving(self, client_id, self._max_message_bytes)
         self._clients[client_id] = client
-        return client._link
+        assert client._connection is not None
+        return client._connection
 
     def _client_connected(self, client: Client) -> None:
         self._cancel_timer()
@@ -206,7 +257,9 @@ class Server:
                 self._run_on_client(client, fn, result)
 
     def _run_on_client(self, client: Client, fn: OnClient, awaitable: Awaitable[object]) -> None:
-        client._hold()
+        connection = client._connection
+        assert connection is not None
+        connection.hold()
 
         async def run() -> None:
             try:
@@ -214,7 +267,7 @@ class Server:
             except Exception as exc:
                 self._report(exc, f"on_client callback {fn!r} raised")
             finally:
-                client._release()
+                connection.release()
 
         task = self._loop.create_task(run())
         self._tasks.add(task)
@@ -370,6 +423,10 @@ class Server:
         self._lock.release()
         if not self._closed.done():
             self._closed.set_result(None)
+
+
+def _ping(_client: Client, _params: Any) -> dict[str, Any]:
+    return {}
 
 
 async def listen(

@@ -21,96 +21,25 @@ from __future__ import annotations
 import inspect
 import logging
 import typing
+import weakref
 from collections.abc import Callable, Iterable
-from types import CoroutineType, GeneratorType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import ValidationError
 
+from ._client import Client, TypedResponder, _Watcher
+from ._connection import is_awaitable
 from ._errors import InternalError, InvalidParams
-from ._method import Method, result_validator
+from ._method import Method, MethodSpec, result_validator, type_name, validation_errors
+from ._openrpc import document
+from ._threads import run_in_thread
 
-if TYPE_CHECKING:
-    from ._client import Client
-
-__all__ = [
-    "PLAIN_TYPES",
-    "Cache",
-    "Handler",
-    "Router",
-    "TypedResponder",
-    "changed",
-    "is_awaitable",
-    "validation_errors",
-]
+__all__ = ["Handler", "Router"]
 
 logger = logging.getLogger("jitpc")
 
-#: What a router keeps per method: takes the raw params and the calling client.
-TypedResponder = Callable[[Any, "Client"], Any]
-
 H = TypeVar("H", bound=Callable[..., Any])
 Handler = Callable[..., Any]
-
-
-#: Bumped whenever any router or mount changes, so that clients' lookup caches know.
-version = 0
-
-
-def changed() -> None:
-    global version
-    version += 1
-
-
-class Cache(dict[str, TypedResponder]):
-    """A client's method name -> typed responder cache, valid for one :data:`version`."""
-
-    version = -1
-
-
-#: Types whose values are known not to be awaitable: results are checked once per type.
-PLAIN_TYPES: set[type] = {dict, list, str, int, float, bool, type(None)}
-
-
-def is_awaitable(value: Any) -> bool:
-    """:func:`inspect.isawaitable`, without its ABC check for the usual plain results."""
-    tp = type(value)
-    if tp in PLAIN_TYPES:
-        return False
-    if tp is CoroutineType:
-        return True
-    if inspect.isawaitable(value):
-        return True
-    # A generator's awaitability depends on its code, not its type. The cap bounds the set in a
-    # program that makes result types at run time (past it, such types take the full check).
-    if tp is not GeneratorType and len(PLAIN_TYPES) < 4096:
-        PLAIN_TYPES.add(tp)
-    return False
-
-
-def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """pydantic's errors as plain JSON: ``loc``, ``type`` and ``msg`` of each."""
-    return [
-        {"loc": list(error["loc"]), "type": error["type"], "msg": error["msg"]}
-        for error in exc.errors(include_url=False, include_context=False, include_input=False)
-    ]
-
-
-class _Entry:
-    __slots__ = ("handler", "name", "notification", "params_type", "respond")
-
-    def __init__(
-        self,
-        name: str,
-        params_type: type[Method[Any]],
-        handler: Handler,
-        respond: TypedResponder,
-    ) -> None:
-        self.name = name
-        self.params_type = params_type
-        self.handler = handler
-        self.notification = params_type.__jitpc_result_type__ is type(None)
-        self.respond = respond
 
 
 class Router:
@@ -119,32 +48,51 @@ class Router:
     ``@router.method`` registers a handler under its params model's method name. The handler
     takes the params model (and optionally the calling :class:`Client`, by annotation) and
     returns the result type, sync or async. Several servers, or a client that answers
-    server-to-client calls, can mount the same router.
+    server-to-client calls, can mount the same router; methods added later are served too.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, _Entry] = {}
+        self._specs: dict[str, MethodSpec] = {}
+        self._responders: dict[str, TypedResponder] = {}
+        self._watchers: weakref.WeakSet[_Watcher] = weakref.WeakSet()
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._specs
 
     @property
     def methods(self) -> list[str]:
         """The registered method names."""
-        return list(self._entries)
+        return list(self._specs)
 
-    def method(self, handler: H) -> H:
+    @overload
+    def method(self, handler: H, /) -> H: ...
+    @overload
+    def method(self, handler: None = None, /, *, thread: bool = False) -> Callable[[H], H]: ...
+    def method(self, handler: Handler | None = None, /, *, thread: bool = False) -> Any:
         """Register ``handler`` (a decorator; returns it unchanged).
+
+        ``@router.method(thread=True)`` runs a synchronous handler in a worker thread (a pool
+        of at most 16 per process), so that it may block; other synchronous handlers run on
+        the event loop and must not block: while one runs, nothing else is served.
 
         Raises:
             TypeError: the handler has no parameter annotated with a ``Method[R]`` subclass,
-                or its return annotation is not ``R``.
+                or its return annotation is not ``R``; or ``thread=True`` for an async handler.
             ValueError: the method name is already registered here.
         """
-        self.add_method(handler)
+        if handler is None:
+
+            def decorator(handler: H) -> H:
+                self.add_method(handler, thread=thread)
+                return handler
+
+            return decorator
+        self.add_method(handler, thread=thread)
         return handler
 
-    def add_method(self, handler: Handler, *, name: str | None = None) -> None:
+    def add_method(
+        self, handler: Handler, *, name: str | None = None, thread: bool = False
+    ) -> None:
         """Register ``handler``; ``name`` overrides the params model's method name.
 
         Raises:
@@ -152,32 +100,39 @@ class Router:
             ValueError: the method name is already registered here.
         """
         params_type, params_arg, client_arg = _inspect_handler(handler)
+        if thread and inspect.iscoroutinefunction(handler):
+            raise TypeError(f"handler {_what(handler)}: thread=True is for synchronous handlers")
         name = name or params_type.__jitpc_method__
-        if name in self._entries:
+        if name in self._specs:
             raise ValueError(f"method {name!r} is already registered")
-        respond = _responder(name, params_type, handler, params_arg, client_arg)
-        self._entries[name] = _Entry(name, params_type, handler, respond)
-        changed()
-
-    def lookup(self, name: str) -> TypedResponder | None:
-        entry = self._entries.get(name)
-        return None if entry is None else entry.respond
-
-    def entries(self) -> Iterable[_Entry]:
-        return self._entries.values()
+        spec = MethodSpec(name, params_type, handler, thread)
+        self._specs[name] = spec
+        self._responders[name] = _responder(spec, params_arg, client_arg)
+        for watcher in list(self._watchers):
+            watcher._routes_changed()
 
     def openrpc(self, *, title: str = "jitpc", version: str = "0.0.0") -> dict[str, Any]:
         """This router's methods as an OpenRPC 1.3 document (JSON Schema from pydantic)."""
-        from ._openrpc import document
+        return document(self._specs.values(), title=title, version=version)
 
-        return document(self._entries.values(), title=title, version=version)
+    def _lookup(self, method: str) -> TypedResponder | None:
+        return self._responders.get(method)
+
+    def _items(self) -> Iterable[tuple[str, TypedResponder, MethodSpec]]:
+        for name, spec in self._specs.items():
+            yield name, self._responders[name], spec
+
+    def _watch(self, owner: _Watcher) -> None:
+        self._watchers.add(owner)
+
+
+def _what(handler: Handler) -> str:
+    return getattr(handler, "__qualname__", repr(handler))
 
 
 def _inspect_handler(handler: Handler) -> tuple[type[Method[Any]], str, str | None]:
     """The handler's params model, its parameter's name, and its Client parameter's if any."""
-    from ._client import Client
-
-    what = getattr(handler, "__qualname__", repr(handler))
+    what = _what(handler)
     try:
         hints = typing.get_type_hints(handler)
         params = list(inspect.signature(handler).parameters.values())
@@ -221,33 +176,25 @@ def _inspect_handler(handler: Handler) -> tuple[type[Method[Any]], str, str | No
             and issubclass(declared, expected)
         ):
             raise TypeError(
-                f"handler {what} returns {_name(declared)}, but {params_type.__name__} declares "
-                f"the result type {_name(expected)}"
+                f"handler {what} returns {type_name(declared)}, but {params_type.__name__} "
+                f"declares the result type {type_name(expected)}"
             )
     return params_type, params_arg, client_arg
-
-
-def _name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or repr(tp)
 
 
 class _NoResult:
     pass
 
 
-def _responder(
-    name: str,
-    params_type: type[Method[Any]],
-    handler: Handler,
-    params_arg: str,
-    client_arg: str | None,
-) -> TypedResponder:
+def _responder(spec: MethodSpec, params_arg: str, client_arg: str | None) -> TypedResponder:
+    name, params_type, handler = spec.name, spec.params_type, spec.handler
     validate = params_type.__pydantic_validator__.validate_python
     validate_result = result_validator(params_type)
     result_type = params_type.__jitpc_result_type__
     # A type no result can have, when R is not a class (list[Counter], a union, ...).
     exact = result_type if isinstance(result_type, type) else _NoResult
     is_async = inspect.iscoroutinefunction(handler)
+    thread = spec.thread
 
     def check(result: Any) -> Any:
         if type(result) is exact:
@@ -268,17 +215,21 @@ def _responder(
     async def finish(awaitable: Any) -> Any:
         return check(await awaitable)
 
-    def respond(raw: Any, client: Client) -> Any:
+    def call(params: Any, client: Client) -> Any:
+        if client_arg is None:
+            return handler(params)
+        return handler(**{params_arg: params, client_arg: client})
+
+    def respond(client: Client, raw: Any) -> Any:
         try:
             params = validate({} if raw is None else raw)
         except ValidationError as exc:
             raise InvalidParams(
                 f"invalid params for {name!r}", data=validation_errors(exc)
             ) from None
-        if client_arg is None:
-            result = handler(params)
-        else:
-            result = handler(**{params_arg: params, client_arg: client})
+        if thread:
+            return finish(run_in_thread(call, params, client))
+        result = call(params, client)
         if type(result) is exact:
             return result  # the usual case, first: a model built (so validated) by the handler
         if is_async or is_awaitable(result):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jitpc
-from jitpc._client import MAX_IN_FLIGHT
+from jitpc._connection import MAX_IN_FLIGHT
 from support import HANG
 
 

@@ -27,6 +27,7 @@ PUBLIC = {
     "MethodNotFound",
     "InvalidParams",
     "InternalError",
+    "RequestCancelled",
 }
 
 

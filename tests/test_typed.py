@@ -362,7 +362,7 @@ async def test_server_answers_rpc_discover(server_id: str) -> None:
 def test_the_known_plain_result_types_stay_bounded() -> None:
     # A program that makes result types at run time must not grow the set without end, and
     # past the cap, results are still told apart correctly.
-    from jitpc._typed import PLAIN_TYPES, is_awaitable
+    from jitpc._connection import PLAIN_TYPES, is_awaitable
 
     class Later:
         def __await__(self) -> object:

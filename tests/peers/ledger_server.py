@@ -111,7 +111,9 @@ def serve_client(state: State, client: jitpc.Client) -> None:
         log.write("exec", token)
         # The one place that writes around jitpc: half a response line, as a server killed in
         # the middle of writing its reply leaves it on the wire. No public API can do this.
-        transport = client._transport
+        connection = client._connection
+        assert connection is not None
+        transport = connection._transport
         assert transport is not None
         transport.write(b'{"jsonrpc":"2.0","id":1,"result":{"token":"' + token.encode())
         say("half", token)

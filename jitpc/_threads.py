@@ -1,0 +1,90 @@
+"""The worker threads that run ``thread=True`` handlers and synchronous spinup hooks.
+
+One small pool per process, of daemon threads: a handler that never returns occupies a worker
+but never holds the interpreter at exit (``concurrent.futures`` joins its workers at exit, so a
+hung handler would keep a spun-down daemon's process alive). Workers start on demand, up to
+:data:`MAX_WORKERS`; past that, work waits in the queue. A forked child starts with an empty
+pool of its own (the parent's threads do not exist there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["MAX_WORKERS", "run_in_thread"]
+
+T = TypeVar("T")
+
+#: Worker threads at most, for the whole process.
+MAX_WORKERS = 16
+
+_Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+_lock = threading.Lock()
+_jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+_workers = 0
+_idle = 0
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return  # cancelled meanwhile: the result is dropped
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _work() -> None:
+    global _idle
+    while True:
+        fn, loop, future = _jobs.get()
+        try:
+            result, ok = fn(), True
+        except BaseException as exc:
+            result, ok = exc, False
+        try:
+            loop.call_soon_threadsafe(_settle, future, ok, result)
+        except RuntimeError:
+            pass  # the loop closed while this ran: nobody waits any more
+        del fn, loop, future, result
+        with _lock:
+            _idle += 1
+
+
+def run_in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Run ``fn(*args)`` in a worker thread; a future of the running loop gets its outcome.
+
+    Cancelling the future does not stop the thread: its result is dropped when it comes.
+    """
+    global _workers, _idle
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    with _lock:
+        # Each job takes an idle worker, or a new one while there are fewer than the cap.
+        start = False
+        if _idle:
+            _idle -= 1
+        elif _workers < MAX_WORKERS:
+            _workers += 1
+            start = True
+    _jobs.put((lambda: fn(*args), loop, future))
+    if start:
+        threading.Thread(target=_work, name="jitpc worker", daemon=True).start()
+    return future
+
+
+def _after_fork() -> None:
+    global _jobs, _workers, _idle, _lock
+    _lock = threading.Lock()
+    _jobs = queue.SimpleQueue()
+    _workers = _idle = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
