@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar, overload
 from pydantic import ValidationError
 
 from ._connect import CONNECT_TIMEOUT, Connector, Spinup
-from ._connection import Connection, Responder, State
+from ._connection import CLOSED, CONNECTING, ENDING, OPEN, Connection, Responder
 from ._errors import ClosedError, ConnectError, ResultValidationError
 from ._method import Method, result_validator, type_name, validation_errors
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
@@ -88,7 +88,7 @@ class Client:
         self._reconnect = reconnect
         self._max_message_bytes = max_message_bytes
         self._server: _Serving | None = None
-        self._state = State.OPEN  # OPEN, ENDING (end() called) or CLOSED, for the handle
+        self._state = OPEN  # OPEN, ENDING (end() called) or CLOSED, for the handle
         self._responders: dict[str, Responder] = {}
         self._routers: list[Routes] = []
         #: Resolved responders by name, filled at first use; cleared on any change.
@@ -96,6 +96,7 @@ class Client:
         self._connection: Connection | None = None
         self._opening: asyncio.Task[Connection] | None = None
         self._close_error: ConnectError | None = None  # why the client never connected
+        self._waiting = 0  # calls waiting for the connect attempt
         self._closed_waiter: asyncio.Future[None] | None = None
 
     @classmethod
@@ -112,9 +113,9 @@ class Client:
 
     def __repr__(self) -> str:
         conn = self._connection
-        if self._state is State.CLOSED:
+        if self._state is CLOSED:
             state = "closed"
-        elif conn is not None and conn.state is State.OPEN:
+        elif conn is not None and conn.state is OPEN:
             state = "open"
         else:
             state = "not connected"
@@ -126,7 +127,7 @@ class Client:
     def closed(self) -> bool:
         """True once the client was ended or destroyed, or, without ``reconnect``, once its
         connection has closed or failed to open (it never reopens then)."""
-        return self._state is State.CLOSED
+        return self._state is CLOSED
 
     async def open(self) -> None:
         """Connect now, rather than at the first request or notification.
@@ -142,7 +143,7 @@ class Client:
             ValueError: the id gives an unusable socket path (too long, for example).
         """
         conn = self._connection
-        if conn is None or conn.state is State.CONNECTING:
+        if conn is None or conn.state is CONNECTING:
             await self._ready()
 
     async def request(
@@ -169,7 +170,7 @@ class Client:
             async with asyncio.timeout(timeout):
                 return await self.request(method, params)
         conn = self._connection
-        if conn is None or conn.state is not State.OPEN or conn.write_paused:
+        if conn is None or conn.state is not OPEN or conn.write_paused:
             conn = await self._ready()
         id_, future = conn.send_request(method, params)
         try:
@@ -223,7 +224,7 @@ class Client:
             TypeError: ``params`` cannot be written as JSON.
             RuntimeError: not connected yet and no event loop is running.
         """
-        if self._state is not State.OPEN:
+        if self._state is not OPEN:
             raise self._closed_error()
         if isinstance(method, Method):
             method, params = type(method).__jitpc_method__, method
@@ -291,15 +292,16 @@ class Client:
         Cancelling ``end()`` stops the wait, not the ending: the connection still closes once
         its work is done. Raises nothing.
         """
-        if self._state is State.OPEN:
-            self._state = State.ENDING
+        if self._state is OPEN:
+            self._state = ENDING
         try:
             async with asyncio.timeout(timeout):
-                if self._opening is not None:
-                    try:
-                        await asyncio.shield(self._opening)
-                    except (ConnectError, ClosedError):
-                        pass
+                opening = self._opening
+                if opening is not None:
+                    conn = self._connection
+                    if not self._waiting and not (conn is not None and conn.queued):
+                        opening.cancel()  # nobody awaits the attempt, nothing waits to go out
+                    await asyncio.wait((opening,))
                 conn = self._connection
                 if conn is not None:
                     conn.end()
@@ -311,7 +313,7 @@ class Client:
     def destroy(self, err: BaseException | None = None) -> None:
         """Close at once: pending requests fail with :class:`ClosedError` (caused by ``err``),
         running async responders are cancelled, and the connection is aborted. Idempotent."""
-        self._state = State.CLOSED
+        self._state = CLOSED
         if self._opening is not None and not self._opening.done():
             self._opening.cancel()
         if self._connection is not None:
@@ -320,7 +322,7 @@ class Client:
 
     async def wait_closed(self) -> None:
         """Wait until the client has closed (see :attr:`closed`). Cancelling the wait is safe."""
-        if self._state is State.CLOSED:
+        if self._state is CLOSED:
             return
         if self._closed_waiter is None:
             self._closed_waiter = asyncio.get_running_loop().create_future()
@@ -346,10 +348,20 @@ class Client:
     async def _ready(self) -> Connection:
         """The open connection, connecting first if need be, once the peer reads our writes."""
         conn = self._connection
-        if conn is None or conn.state is State.CONNECTING:
-            if self._state is not State.OPEN:
+        if conn is None or conn.state is CONNECTING:
+            if self._state is not OPEN:
                 raise self._closed_error()
-            conn = await asyncio.shield(self._start_opening())
+            opening = self._start_opening()
+            self._waiting += 1
+            try:
+                # Not shield(): destroy() cancels the attempt, and that must end this wait
+                # with ClosedError, not as if this task had been cancelled.
+                await asyncio.wait((opening,))
+            finally:
+                self._waiting -= 1
+            if opening.cancelled():
+                raise self._closed_error()
+            conn = opening.result()
         if conn.write_paused:
             await conn.drained()
         return conn
@@ -369,7 +381,7 @@ class Client:
     async def _open(self, conn: Connection) -> Connection:
         assert self._connector is not None
         transport = await self._connector.connect(lambda: conn)
-        if conn.state is not State.OPEN:
+        if conn.state is not OPEN:
             transport.close()  # our connection_made failed: never leave a request hanging
             raise ConnectError(
                 f"connected to the jitpc server {self.server_id!r}, "
@@ -390,13 +402,13 @@ class Client:
         if isinstance(exc, ConnectError) and not self._reconnect:
             self._close_error = exc
         conn = self._connection
-        if conn is not None and conn.state is State.CONNECTING:
+        if conn is not None and conn.state is CONNECTING:
             conn.destroy(exc)  # queued notifications are lost
 
     def _closed_error(self) -> BaseException:
         if self._close_error is not None:
             return self._close_error
-        what = "ending" if self._state is State.ENDING else "closed"
+        what = "ending" if self._state is ENDING else "closed"
         return ClosedError(f"jitpc connection to {self.server_id!r} is {what}")
 
     # -- what the connection calls -------------------------------------------------------------
@@ -430,11 +442,11 @@ class Client:
         self._connection = None
         if self._server is not None:
             self._server._client_closed(self)
-        if not self._reconnect or self._state is not State.OPEN:
+        if not self._reconnect or self._state is not OPEN:
             self._mark_closed()
 
     def _mark_closed(self) -> None:
-        self._state = State.CLOSED
+        self._state = CLOSED
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
 

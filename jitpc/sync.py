@@ -11,16 +11,32 @@ running one asyncio event loop, shared by all the sync clients of the process. A
 submits its coroutine to that loop (``asyncio.run_coroutine_threadsafe``) and waits for the
 result; exceptions are the same ``jitpc`` exceptions, re-raised in the calling thread.
 
+Timeouts, in seconds, have one meaning throughout:
+
+* A call's ``timeout`` (:meth:`Client.request`, :meth:`Client.call`, :meth:`Client.open`) is
+  its whole deadline: connecting (the spinup hook included), waiting for the server to read,
+  and waiting for the answer. When it passes the call raises the builtin ``TimeoutError`` and
+  the request is cancelled: the server is told (a jitpc server cancels its handler) and a late
+  answer is dropped. The client's own ``timeout=`` is the default of every call's.
+* ``connect_timeout`` bounds connecting alone, however many calls wait for it; when it passes
+  first, they raise :class:`jitpc.ConnectError`. Whichever deadline comes first wins.
+* :meth:`Client.close`'s ``timeout`` is how long the graceful close may wait for work in
+  flight; past it, the connection is destroyed.
+
 The portal starts at the first use of a client and stops (its loop shut down, as
 ``asyncio.run`` does) when the last client using it closes; a client that is garbage collected
 without being closed is destroyed, and whatever is still open at interpreter exit is closed
-then, quietly. One shared thread, rather than one per client, because a loop is cheap to share
-and a CLI that opens several clients should not pay a thread and a loop for each.
+then, quietly. A call still waiting then (in a daemon thread: a non-daemon thread keeps the
+interpreter alive until its call returns, as any blocking call would) raises
+:class:`jitpc.ClosedError`. One shared thread, rather than one per client, because a loop is
+cheap to share and a CLI that opens several clients should not pay a thread and a loop for each.
 
-Two things run *in the portal thread*, on its event loop, and block it while they run (every
-sync client of the process waits meanwhile): the ``spinup`` hook, and the functions given to
-:meth:`Client.respond`. Keep them short; they must not call the sync API (that would wait for
-the loop they are blocking, so it raises ``RuntimeError`` instead).
+The ``spinup`` hook runs in a jitpc worker thread, so it may block: the deadlines above still
+hold (the thread runs on). The functions given to :meth:`Client.respond` run *in the portal
+thread*, on its event loop, and block it while they run (every sync client of the process waits
+meanwhile); keep them short, and do not call the sync API from them (that would wait for the
+loop they are blocking, so it raises ``RuntimeError`` instead). With ``thread=True`` a
+responder runs in a worker thread instead, where it may block and use the sync API.
 
 The sync API cannot be used from a thread that runs an event loop (it would block that loop):
 it raises ``RuntimeError`` there. Use :func:`jitpc.connect` in async code.
@@ -30,14 +46,17 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._client import Client as _AsyncClient
 from ._client import Responder
+from ._connect import CONNECT_TIMEOUT
+from ._errors import ClosedError
 from ._method import Method
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -56,6 +75,10 @@ class _Portal:
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Future[None] | None = None
+        # The calls waiting on this portal, so that none outlives its loop (see _main).
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._calls_lock = threading.Lock()
+        self._finished = False
         self.thread = threading.Thread(target=self._main, name="jitpc.sync portal", daemon=True)
         self.thread.start()
         self._started.wait()
@@ -68,6 +91,12 @@ class _Portal:
             with asyncio.Runner() as runner:
                 runner.run(self._serve())
         finally:
+            # A call submitted as the loop shut down was dropped with it: end its wait too.
+            with self._calls_lock:
+                self._finished = True
+                calls = list(self._calls)
+            for future in calls:
+                future.cancel()
             _stopped(self)
 
     async def _serve(self) -> None:
@@ -94,33 +123,49 @@ class _Portal:
         if threading.current_thread() is not self.thread:
             self.thread.join()
 
-    def run(
-        self,
-        timeout: float | None,
-        fn: Callable[P, Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """Run ``fn(*args, **kwargs)`` on the loop and wait for its result, or its exception."""
+    def run(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` on the loop and wait for its result, or its exception.
+
+        Raises:
+            ClosedError: the loop shut down (the interpreter exits) before the call ended, or
+                the call was cancelled under it.
+        """
         assert self._loop is not None
-        coro = _bounded(timeout, fn, *args, **kwargs)
+        coro = fn(*args, **kwargs)
         try:
             future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closed
+            coro.close()
+            raise _cut_off() from None
         except BaseException:
             coro.close()
             raise
+        with self._calls_lock:
+            if self._finished:
+                future.cancel()
+            self._calls.add(future)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            # Not by us: the loop shut down under the call (at exit), or the async client
+            # cancelled its work (destroyed while connecting). Either way, closed.
+            raise _cut_off() from None
         except BaseException:
             future.cancel()  # KeyboardInterrupt in the caller: cancel the request too
             raise
+        finally:
+            with self._calls_lock:
+                self._calls.discard(future)
 
 
-async def _bounded(
-    limit: float | None, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-) -> T:
+def _cut_off() -> ClosedError:
+    why = "the interpreter is exiting" if _exiting else "its client was closed"
+    return ClosedError(f"jitpc.sync call cut off: {why}")
+
+
+async def _bounded(limit: float | None, fn: Callable[[], Awaitable[T]]) -> T:
     async with asyncio.timeout(limit):  # raises the builtin TimeoutError
-        return await fn(*args, **kwargs)
+        return await fn()
 
 
 # The shared portal, and how many users (clients, and calls in progress) hold it.
@@ -136,7 +181,7 @@ def _acquire() -> _Portal:
     global _portal, _users, _atexit_registered
     with _lock:
         if _exiting:
-            raise RuntimeError("jitpc.sync cannot be used while the interpreter exits")
+            raise _cut_off()
         if _portal is None:
             _portal = _Portal()
             _live.add(_portal)
@@ -200,9 +245,9 @@ def _abandon(holder: list[_Portal], client: _AsyncClient) -> None:
 class Client:
     """A blocking jitpc client: each method waits for the async :class:`jitpc.Client`'s result.
 
-    Made by :func:`connect`. Safe to use from several threads at once: their requests share the
-    one connection, as concurrent tasks would. Close it with :meth:`close`, or use it as
-    ``with jitpc.sync.connect(id) as client:``.
+    Made by :func:`connect`, which documents the arguments. Safe to use from several threads at
+    once: their requests share the one connection, as concurrent tasks would. Close it with
+    :meth:`close`, or use it as ``with jitpc.sync.connect(id) as client:``.
     """
 
     def __init__(
@@ -210,10 +255,18 @@ class Client:
         server_id: str,
         *,
         spinup: Callable[[], object] | None = None,
+        connect_timeout: float | None = CONNECT_TIMEOUT,
+        reconnect: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         timeout: float | None = None,
     ) -> None:
-        self._client = _AsyncClient(server_id, spinup=spinup, max_message_bytes=max_message_bytes)
+        self._client = _AsyncClient(
+            server_id,
+            spinup=spinup,
+            connect_timeout=connect_timeout,
+            reconnect=reconnect,
+            max_message_bytes=max_message_bytes,
+        )
         self._timeout = timeout
         self._lock = threading.Lock()
         # The portal this client holds from its first use until it is closed (empty before,
@@ -233,16 +286,14 @@ class Client:
 
     @property
     def closed(self) -> bool:
-        """True once the connection has closed (or failed to open); it never reopens."""
+        """True once the client was closed; without ``reconnect``, also once its connection has
+        ended or failed to open (it never reopens then)."""
         return self._client.closed
 
-    def _run(
-        self,
-        timeout: float | None,
-        fn: Callable[P, Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
+    def _limit(self, timeout: float | None) -> float | None:
+        return self._timeout if timeout is None else timeout
+
+    def _run(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         _check_thread()
         with self._lock:
             if not self._holder and not self._client.closed:
@@ -251,26 +302,28 @@ class Client:
                 self._finalizer.atexit = False  # _close_at_exit handles exit
         portal = _acquire()  # for this call: a closed client still gets its error
         try:
-            return portal.run(self._timeout if timeout is None else timeout, fn, *args, **kwargs)
+            return portal.run(fn, *args, **kwargs)
         finally:
             _release(portal)
 
     def open(self, *, timeout: float | None = None) -> None:
         """Connect now, rather than at the first request. Blocks until connected.
 
-        Tries the server's socket; if nothing answers, runs the spinup hook once (in the portal
-        thread) and retries with back-off for about 7 s in all.
+        Tries the server's socket; if nothing answers, runs the spinup hook once (in a worker
+        thread) and retries with back-off until ``connect_timeout`` has passed.
 
         Args:
             timeout: seconds to wait at most (default: the client's ``timeout``).
 
         Raises:
-            ConnectError: no server answered, or the spinup hook raised.
+            ConnectError: no server answered within ``connect_timeout``, or the spinup hook
+                raised or outlived it.
             ClosedError: the client was closed.
-            TimeoutError: ``timeout`` passed first (the attempt goes on in the background).
+            TimeoutError: ``timeout`` passed first (the attempt goes on in the background,
+                bounded by ``connect_timeout``).
             RuntimeError: called from a thread running an event loop.
         """
-        self._run(timeout, self._client.open)
+        self._run(_bounded, self._limit(timeout), self._client.open)
 
     def request(self, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
         """Send a request and block until its result comes. Connects first if needed.
@@ -278,26 +331,27 @@ class Client:
         Args:
             method: the method name.
             params: anything JSON can write (or a pydantic model).
-            timeout: seconds to wait at most, connecting included (default: the client's
-                ``timeout``). On expiry the request is cancelled: its id is forgotten and a late
-                response is discarded; the peer may still run it.
+            timeout: the call's whole deadline, connecting included (default: the client's
+                ``timeout``). When it passes the request is cancelled: the server is told (a
+                jitpc server cancels its handler; the request may still have run) and a late
+                response is dropped.
 
         Raises:
             RemoteError: the peer answered with an error; a subclass such as
                 :class:`jitpc.MethodNotFound` for the standard JSON-RPC codes.
             ClosedError: the connection closed (or was closed) before the response came.
-            ConnectError: the connection could not be opened.
+            ConnectError: the connection could not be opened within ``connect_timeout``.
             TimeoutError: ``timeout`` passed first.
             TypeError: ``params`` cannot be written as JSON.
             RuntimeError: called from a thread running an event loop.
         """
-        return self._run(timeout, self._client.request, method, params)
+        return self._run(self._client.request, method, params, timeout=self._limit(timeout))
 
     def call(self, params: Method[R], *, timeout: float | None = None) -> R:
         """Call a typed method and block until its validated result comes.
 
         ``counter = client.call(Inc(key="a"))``: the result has ``Inc``'s result type.
-        ``timeout`` is as for :meth:`request`.
+        ``timeout`` is the call's whole deadline, as for :meth:`request`.
 
         Raises:
             InvalidParams: the peer rejected the params (its reasons in ``data``).
@@ -306,11 +360,11 @@ class Client:
             RemoteError: any other error answer.
             ResultValidationError: the result does not fit the result type.
             ClosedError: the connection closed before the response came.
-            ConnectError: the connection could not be opened.
+            ConnectError: the connection could not be opened within ``connect_timeout``.
             TimeoutError: ``timeout`` passed first.
             RuntimeError: called from a thread running an event loop.
         """
-        return self._run(timeout, self._client.call, params)
+        return self._run(self._client.call, params, timeout=self._limit(timeout))
 
     @overload
     def notify(self, method: str, params: Any = None) -> None: ...
@@ -327,31 +381,42 @@ class Client:
             TypeError: ``params`` cannot be written as JSON.
             RuntimeError: called from a thread running an event loop.
         """
-        self._run(None, _notify, self._client, method, params)
+        self._run(_notify, self._client, method, params)
 
     @overload
-    def respond(self, method: str) -> Callable[[F], F]: ...
+    def respond(self, method: str, *, thread: bool = False) -> Callable[[F], F]: ...
     @overload
-    def respond(self, method: str, fn: F) -> F: ...
-    def respond(self, method: str, fn: F | None = None) -> F | Callable[[F], F]:
+    def respond(self, method: str, fn: F, *, thread: bool = False) -> F: ...
+    def respond(
+        self, method: str, fn: F | None = None, *, thread: bool = False
+    ) -> F | Callable[[F], F]:
         """Answer the server's requests for ``method`` with ``fn(params)``. Does not block.
 
-        ``fn`` is a plain function; it runs **in the portal thread**, blocking every sync client
-        of the process while it runs, and must not call the sync API. What it returns is the
-        result; a :class:`jitpc.RemoteError` it raises is sent as is, any other exception as
-        an :class:`jitpc.InternalError`. Usable as a decorator: ``@client.respond("m")``.
+        What ``fn`` returns is the result; a :class:`jitpc.RemoteError` it raises is sent as
+        is, any other exception as an :class:`jitpc.InternalError`. Replaces an earlier
+        responder for ``method``; with ``reconnect``, it carries over to the next connection.
+        Usable as a decorator: ``@client.respond("m")`` or ``@client.respond("m", thread=True)``.
+
+        ``fn`` is a plain function. By default it runs **in the portal thread**, blocking every
+        sync client of the process while it runs, and must not call the sync API (that raises
+        ``RuntimeError``). With ``thread=True`` it runs in a jitpc worker thread (a small pool
+        shared by the process): it may block, and may call the sync API, but not close its own
+        client (the close would wait for its answer). A server's cancel stops waiting for such a
+        responder, not its thread.
         """
         if fn is None:
-            return self._client.respond(method)
-        return self._client.respond(method, fn)
+            return self._client.respond(method, thread=thread)
+        return self._client.respond(method, fn, thread=thread)
 
     def close(self, *, timeout: float | None = None) -> None:
         """Close gracefully, and block until closed. Idempotent.
 
-        New requests fail with :class:`jitpc.ClosedError` from now on; requests already sent
-        (from other threads) still get their responses. If ``timeout`` (default: the client's
-        ``timeout``) passes first, the connection is closed at once instead. Releases the
-        portal: the last client to close stops its thread.
+        New requests fail with :class:`jitpc.ClosedError` from now on; requests still awaited
+        (in other threads) get their responses, and our responders finish their answers
+        (requests given up by a timeout are not waited for). If ``timeout`` (default: the
+        client's ``timeout``) passes first, the connection is destroyed instead: requests still
+        waiting fail with :class:`jitpc.ClosedError`. Releases the portal: the last client to
+        close stops its thread.
 
         Raises:
             RuntimeError: called from a thread running an event loop.
@@ -366,11 +431,12 @@ class Client:
                 return
         try:
             if graceful:
-                self._run(timeout, self._client.end)
+                # end() itself destroys, on the loop, when its timeout passes.
+                self._run(self._client.end, timeout=self._limit(timeout))
             else:
-                self._run(None, _destroy, self._client)
-        except TimeoutError:
-            self._run(None, _destroy, self._client)
+                self._run(_destroy, self._client)
+        except ClosedError:
+            pass  # the interpreter is exiting: the portal's shutdown closes the connection
         finally:
             with self._lock:
                 holder, self._holder = self._holder, []
@@ -407,6 +473,8 @@ def connect(
     server_id: str,
     *,
     spinup: Callable[[], object] | None = None,
+    connect_timeout: float | None = CONNECT_TIMEOUT,
+    reconnect: bool = False,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     timeout: float | None = None,
 ) -> Client:
@@ -418,10 +486,30 @@ def connect(
 
     Args:
         server_id: the id the server listens on; it names ``<tmpdir>/<id>.sock``.
-        spinup: a plain function called at most once, after the first failed try, **in the
-            portal thread**; typically it starts the server process (detached). It blocks the
-            portal's loop while it runs, so it should not wait long.
+        spinup: called at most once per connect, after the first failed try; typically it
+            starts the server process (detached). A plain function runs in a jitpc worker
+            thread, so it may block (``connect_timeout`` and each call's ``timeout`` still
+            hold); a coroutine function runs on the portal's loop. It must not use this client
+            (that would wait for the connect it is part of).
+        connect_timeout: seconds connecting may take, spinup included (default: Node's back-off
+            schedule, about 7.1 s); past it, :class:`jitpc.ConnectError`. ``0`` tries once and
+            runs no hook; ``None`` retries until the server answers (a call's ``timeout``
+            still bounds the call).
+        reconnect: after the connection ends (the server spun down, restarted or died), the
+            next call connects again, spinup included; responders carry over. Requests in
+            flight when it ended fail with :class:`jitpc.ClosedError` and are never resent.
         max_message_bytes: the longest message accepted from the server.
-        timeout: the default of every method's ``timeout``, in seconds (``None``: no bound).
+        timeout: the default of every call's ``timeout``, its whole deadline, connecting
+            included, and of :meth:`Client.close`'s (``None``: no bound).
+
+    Raises:
+        ValueError: ``connect_timeout`` is negative.
     """
-    return Client(server_id, spinup=spinup, max_message_bytes=max_message_bytes, timeout=timeout)
+    return Client(
+        server_id,
+        spinup=spinup,
+        connect_timeout=connect_timeout,
+        reconnect=reconnect,
+        max_message_bytes=max_message_bytes,
+        timeout=timeout,
+    )

@@ -553,7 +553,11 @@ async def test_f9_herd_spinup(server_id: str, ledger: Ledger) -> None:
                 all_ready.set()
             await all_ready.wait()
 
-        clients = [jitpc.connect(server_id, spinup=spinup) for _ in range(herd)]
+        # 20 interpreters starting on a small machine can outlast the default connect
+        # deadline, which counts the spinup hook: the herd is what is tested here.
+        clients = [
+            jitpc.connect(server_id, spinup=spinup, connect_timeout=HANG) for _ in range(herd)
+        ]
         endings = await asyncio.gather(*(ledger.request(c, "run", group="herd") for c in clients))
         verdicts = [await child.line(verdict) for child in ready]
         winners = [child for child, said in zip(ready, verdicts, strict=True) if said != "busy"]

@@ -728,3 +728,26 @@ async def test_node_client_calls_a_typed_python_server(node_modules: Path, serve
     missing = without_stack(results[2])["error"]
     assert missing["code"] == -32602
     assert [m["name"] for m in results[3]["ok"]["methods"]] == ["inc"]
+
+
+class NodeHang(jitpc.Method[int], method="hang"):
+    pass
+
+
+async def test_a_node_server_ignores_the_cancel_and_leaving_async_with_is_prompt(
+    node_modules: Path, server_id: str
+) -> None:
+    async with node_server(node_modules, server_id) as node:
+        assert await node.line() == "listening"
+        async with asyncio.timeout(HANG):
+            async with jitpc.connect(server_id) as client:
+                with pytest.raises(TimeoutError):
+                    await client.request("hang", timeout=0.05)
+                # Node answered the $/cancelRequest notification with nothing, and kept the
+                # connection: the client goes on.
+                assert await client.request("echo", "after") == "after"
+                with pytest.raises(TimeoutError):
+                    await client.call(NodeHang(), timeout=0.05)
+            # Left at once, though Node's handler never returns.
+            assert client.closed
+        await finish_node_server(node)

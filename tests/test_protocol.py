@@ -15,13 +15,17 @@ from pydantic_core import from_json, to_json
 
 from jitpc import InvalidRequest, MethodNotFound, RemoteError, _protocol
 from jitpc._protocol import (
+    CANCEL_METHOD,
+    MAX_CANCELLED,
     BadMessage,
+    CancelRequest,
     ErrorResponse,
     Event,
     Notification,
     Peer,
     Request,
     Response,
+    State,
 )
 
 
@@ -480,3 +484,108 @@ def test_models_are_written_by_alias_with_their_own_serializer(encoder: str) -> 
     big = {"blob": 'x\n"\\' * 100_000, "n": 2**70, "nested": [point]}
     assert json.loads(_protocol.dump(big))["n"] == 2**70
     assert json.loads(_protocol.dump(big))["blob"] == big["blob"]
+
+
+# -- outstanding requests and cancellation: core logic, no sockets --------------------------------
+
+
+def test_answers_carry_the_waiter_of_the_request_they_answer() -> None:
+    a, b = Peer(), Peer()
+    first = a.send_request("m", 1, waiter="w1")
+    second = a.send_request("m", 2, waiter="w2")
+    assert a.outstanding == 2
+    b.receive_data(a.data_to_send())
+    b.send_error(second, MethodNotFound("no"))
+    b.send_result(first, "one")
+    events = a.receive_data(b.data_to_send())
+    assert [type(e) for e in events] == [ErrorResponse, Response]
+    assert [e.waiter for e in events] == ["w2", "w1"]  # type: ignore[union-attr]
+    assert a.outstanding == 0
+    # A second answer to the same id, or to an id never sent, has no waiter.
+    b.send_result(first, "again")
+    b.send_result(99, "never sent")
+    assert [e.waiter for e in a.receive_data(b.data_to_send())] == [None, None]  # type: ignore[union-attr]
+
+
+def test_an_answer_by_a_true_or_float_id_does_not_match_an_int_request() -> None:
+    peer = Peer()
+    peer.send_request("m", waiter="w")
+    events = peer.receive_data(b'{"id":true,"result":1}\n{"id":"1","result":1}\n')
+    assert [e.waiter for e in events] == [None, None]  # type: ignore[union-attr]
+    assert peer.outstanding == 1
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_cancel_tells_the_peer_and_drops_the_late_answer_quietly(split: str) -> None:
+    a, b = Peer(), Peer()
+    id_ = a.send_request("slow", None, waiter="w")
+    b.receive_data(a.data_to_send())
+    assert a.cancel(id_) and not a.cancel(id_)  # once: the second finds nothing outstanding
+    assert a.outstanding == 0
+    assert feed(b, a.data_to_send(), split) == [CancelRequest(id_)]
+    b.send_error(id_, RemoteError("cancelled", -32800))
+    b.send_result(id_, "a second late answer")
+    events = feed(a, b.data_to_send(), split)
+    # The first late answer is dropped without an event; the id is then forgotten.
+    assert events == [Response(id_, "a second late answer", None)]
+
+
+def test_cancel_on_the_wire_is_lsps_notification() -> None:
+    peer = Peer()
+    id_ = peer.send_request("m")
+    peer.data_to_send()
+    peer.cancel(id_)
+    assert replies(peer) == [{"jsonrpc": "2.0", "method": CANCEL_METHOD, "params": {"id": id_}}]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"method":"$/cancelRequest","params":{}}\n',  # no id: an ordinary notification
+        b'{"method":"$/cancelRequest","params":[1]}\n',
+        b'{"method":"$/cancelRequest"}\n',
+    ],
+)
+def test_a_malformed_cancel_is_an_ordinary_notification(line: bytes) -> None:
+    (event,) = Peer().receive_data(line)
+    assert type(event) is Notification
+
+
+def test_a_cancel_sent_as_a_request_is_a_request() -> None:
+    (event,) = Peer().receive_data(b'{"method":"$/cancelRequest","params":{"id":1},"id":5}\n')
+    assert type(event) is Request  # answered like any other request (method not found)
+
+
+def test_cancelled_ids_are_remembered_within_a_bound() -> None:
+    peer = Peer()
+    ids = [peer.send_request("m") for _ in range(MAX_CANCELLED + 10)]
+    for id_ in ids:
+        peer.cancel(id_)
+    assert len(peer._cancelled) == MAX_CANCELLED
+    # The oldest were forgotten: their late answers are events again (with no waiter).
+    (event,) = peer.receive_data(b'{"id":%d,"result":0}\n' % ids[0])
+    assert type(event) is Response and event.waiter is None
+    assert peer.receive_data(b'{"id":%d,"result":0}\n' % ids[-1]) == []
+
+
+def test_abandon_hands_back_every_waiter_once() -> None:
+    peer = Peer()
+    for name in "abc":
+        peer.send_request("m", waiter=name)
+    assert sorted(peer.abandon()) == ["a", "b", "c"]
+    assert peer.abandon() == [] and peer.outstanding == 0
+
+
+def test_state_follows_eof_and_failure() -> None:
+    peer = Peer(max_message_bytes=4)
+    states = [peer.state]
+    peer.receive_data(b"123456")
+    states.append(peer.state)
+    assert states == [State.OPEN, State.FAILED] and peer.failed
+    other = Peer()
+    other.receive_eof()
+    assert other.state is State.CLOSED and not other.failed
+    # A closed peer queues no cancel: nobody would read it.
+    id_ = other.send_request("m")
+    other.data_to_send()
+    assert other.cancel(id_) and other.data_to_send() == b""

@@ -1,12 +1,14 @@
 """The blocking facade, ``jitpc.sync``, against a real server in another process.
 
 These are plain (non-async) tests: the sync API blocks, and must not be called from a running
-event loop. Each test runs ``tests/peers/echo_server.py`` (see its docstring for the methods).
+event loop. The servers are ``tests/peers/echo_server.py`` and, for requests that never return,
+``tests/peers/sync_server.py`` (see their docstrings for the methods).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import subprocess
 import sys
@@ -57,17 +59,26 @@ def no_portal_left() -> Iterator[None]:
     assert portal_threads() == []
 
 
-def start_server(server_id: str) -> subprocess.Popen[bytes]:
+def start_peer(script: str, *args: Any) -> subprocess.Popen[bytes]:
+    """Run ``tests/peers/<script>`` and return it once it listens."""
+    # Unbuffered, so that select() sees every line not read yet.
     proc = subprocess.Popen(
-        peer_command("echo_server.py", server_id, "off"),
-        stdout=subprocess.PIPE,
-        env=python_env(),
+        peer_command(script, *args), stdout=subprocess.PIPE, bufsize=0, env=python_env()
     )
+    assert read_line(proc) == b"listening\n"
+    return proc
+
+
+def start_server(server_id: str) -> subprocess.Popen[bytes]:
+    return start_peer("echo_server.py", server_id, "off")
+
+
+def read_line(proc: subprocess.Popen[bytes]) -> bytes:
+    """The next line ``proc`` prints."""
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], HANG)
-    assert ready, "the server did not start"
-    assert proc.stdout.readline() == b"listening\n"
-    return proc
+    assert ready, "the peer printed nothing"
+    return proc.stdout.readline()
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -80,6 +91,16 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def server(server_id: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = start_server(server_id)
+    try:
+        yield proc
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture
+def sync_server(server_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``tests/peers/sync_server.py``: its ``hang`` never returns and records its cancellation."""
+    proc = start_peer("sync_server.py", server_id)
     try:
         yield proc
     finally:
@@ -140,6 +161,89 @@ def test_connect_error_without_a_server(server_id: str) -> None:
     client.close()
 
 
+def test_connect_timeout_bounds_connecting_alone(server_id: str) -> None:
+    spun: list[str] = []
+    release = threading.Event()
+
+    # 0: one try, and no spinup.
+    with jitpc.sync.connect(server_id, spinup=lambda: spun.append("0"), connect_timeout=0) as c:
+        with pytest.raises(jitpc.ConnectError) as info:
+            c.request("echo", 1, timeout=HANG)
+        assert info.value.server_id == server_id
+    assert spun == []
+
+    with jitpc.sync.connect(server_id, connect_timeout=0.1) as c:
+        with pytest.raises(jitpc.ConnectError):
+            c.open(timeout=HANG)  # the back-off stops at the deadline
+
+    # A hook that blocks in its worker thread does not hold the connect past its deadline.
+    try:
+        with jitpc.sync.connect(
+            server_id, spinup=lambda: release.wait(HANG), connect_timeout=0.1
+        ) as c:
+            with pytest.raises(jitpc.ConnectError):
+                c.request("echo", 1, timeout=HANG)
+    finally:
+        release.set()
+
+
+def test_a_blocking_spinup_hook_does_not_hold_a_calls_timeout(server_id: str) -> None:
+    release = threading.Event()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spinup() -> None:
+        release.wait(HANG)
+        started.append(start_server(server_id))
+
+    client = jitpc.sync.connect(server_id, spinup=spinup, connect_timeout=None)
+    try:
+        with pytest.raises(TimeoutError):
+            client.request("echo", 1, timeout=0.05)  # the whole deadline, connecting included
+        with pytest.raises(TimeoutError):
+            client.open(timeout=0.05)
+        release.set()
+        # The connect attempt outlived the calls that gave up on it; it connects now.
+        assert client.request("echo", 2, timeout=HANG) == 2
+        client.close()
+    finally:
+        release.set()
+        client.close(timeout=0)
+        for proc in started:
+            stop_server(proc)
+
+
+def test_a_call_waiting_to_connect_ends_with_closed_error_when_the_client_closes(
+    server_id: str,
+) -> None:
+    in_hook = threading.Event()
+    release = threading.Event()
+
+    def spinup() -> None:
+        in_hook.set()
+        release.wait(HANG)
+
+    client = jitpc.sync.connect(server_id, spinup=spinup, connect_timeout=None)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            client.request("echo", 1)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    try:
+        assert in_hook.wait(HANG)  # the request waits for the connect
+        client.close(timeout=0)  # no time to connect: destroyed, on the loop
+        waiter.join(HANG)
+    finally:
+        release.set()
+    # Not concurrent.futures.CancelledError: the connect was cancelled under the call.
+    assert [type(exc) for exc in outcome] == [jitpc.ClosedError]
+    assert client.closed
+
+
 def test_spinup_runs_in_a_worker_thread_and_starts_the_server(server_id: str) -> None:
     started: list[subprocess.Popen[bytes]] = []
     threads: list[str] = []
@@ -178,6 +282,57 @@ def test_timeout_cancels_the_request_and_the_client_goes_on(server_id: str) -> N
         # The first sleep's late response comes while this one waits: it is discarded.
         assert client.request("sleep", 0.8, timeout=HANG) == 0.8
         assert client.request("echo", "ok", timeout=HANG) == "ok"
+
+
+@pytest.mark.usefixtures("sync_server")
+def test_a_timed_out_call_cancels_the_servers_handler(server_id: str) -> None:
+    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+        client.open()  # connected: the request goes out before its timeout can pass
+        with pytest.raises(TimeoutError):
+            client.request("hang", "a", timeout=0.05)
+        # The server tells whether the handler was cancelled (it waits until it is).
+        assert client.request("cancelled", "a") == "cancelled"
+        with pytest.raises(TimeoutError):
+            client.request("hang", "b", timeout=0)
+        assert client.request("cancelled", "b") == "cancelled"
+
+
+@pytest.mark.usefixtures("sync_server")
+def test_close_right_after_a_timed_out_call_returns(server_id: str) -> None:
+    client = jitpc.sync.connect(server_id)
+    client.open(timeout=HANG)  # so that the request is sent before it times out
+    with pytest.raises(TimeoutError):
+        client.request("hang", "c", timeout=0.05)
+    closed = threading.Event()
+
+    def close() -> None:
+        client.close()  # the given-up request is not waited for
+        closed.set()
+
+    threading.Thread(target=close, daemon=True).start()
+    assert closed.wait(HANG), "close() hangs after a timed-out request"
+    assert client.closed
+
+
+def test_close_timeout_destroys_what_still_waits(
+    server_id: str, sync_server: subprocess.Popen[bytes]
+) -> None:
+    client = jitpc.sync.connect(server_id)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            client.request("hang", "d")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert read_line(sync_server) == b"hang d\n"
+    client.close(timeout=0.05)  # end() waits for that request, then destroys
+    waiter.join(HANG)
+    assert [type(exc) for exc in outcome] == [jitpc.ClosedError]
+    assert client.closed
 
 
 @pytest.mark.usefixtures("server")
@@ -231,6 +386,68 @@ def test_respond_answers_the_servers_requests_in_the_portal_thread(server_id: st
         assert info.value.code == "E_REFUSED"
         with pytest.raises(jitpc.InternalError, match="running event loop"):
             client.request("ask", {"method": "reenter"})
+
+
+@pytest.mark.usefixtures("server")
+def test_respond_with_thread_runs_in_a_worker_that_may_use_the_sync_api(server_id: str) -> None:
+    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+        threads: list[str] = []
+
+        @client.respond("reenter", thread=True)
+        def reenter(params: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return client.request("echo", params)  # the portal's loop is free meanwhile
+
+        def triple(params: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return params * 3
+
+        assert client.respond("triple", triple, thread=True) is triple
+        assert client.request("ask", {"method": "reenter", "params": 5}) == 5
+        assert client.request("ask", {"method": "triple", "params": 2}) == 6
+        assert threads == ["jitpc worker", "jitpc worker"]
+
+
+def test_reconnect_across_a_server_restart(server_id: str) -> None:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(
+            jitpc.sync.connect(server_id, reconnect=True, connect_timeout=0, timeout=HANG)
+        )
+        with pytest.raises(jitpc.ConnectError):
+            client.request("pid")  # no server yet
+        assert not client.closed  # with reconnect, the next call tries again
+
+        first = start_peer("sync_server.py", server_id)
+        stack.callback(stop_server, first)
+        client.respond("double", lambda params: params * 2)
+        assert client.request("pid") == first.pid
+        assert client.request("ask", {"method": "double", "params": 21}) == 42
+
+        outcome: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                client.request("hang", "r")
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert read_line(first) == b"hang r\n"
+        stop_server(first)
+        waiter.join(HANG)
+        # In flight when the server died: it fails, and is never resent. By then the client
+        # has dropped the dead connection.
+        assert [type(exc) for exc in outcome] == [jitpc.ClosedError]
+        assert not client.closed
+
+        second = start_peer("sync_server.py", server_id)
+        stack.callback(stop_server, second)
+        assert client.request("pid") == second.pid
+        # The responder carried over to the new connection.
+        assert client.request("ask", {"method": "double", "params": 4}) == 8
+        client.close()
+        assert client.closed
 
 
 @pytest.mark.usefixtures("server")
@@ -307,6 +524,64 @@ def test_a_program_that_never_closes_exits_cleanly(server_id: str) -> None:
         cwd=ROOT,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "exited\n", "")
+
+
+EXIT_PENDING = """
+import atexit
+import sys
+import threading
+
+import jitpc
+import jitpc.sync
+
+outcomes = []
+
+
+def wait():
+    try:
+        client.request("hang", "exit")
+    except BaseException as exc:
+        outcomes.append(type(exc).__name__)
+
+
+def report():
+    # Registered before jitpc.sync's own handler, so it runs after it.
+    waiter.join(60)
+    try:
+        client.request("echo", 1)
+    except jitpc.ClosedError:
+        outcomes.append("then ClosedError")
+    print(outcomes, flush=True)
+
+
+atexit.register(report)
+client = jitpc.sync.connect(sys.argv[1])
+waiter = threading.Thread(target=wait, daemon=True)
+waiter.start()
+sys.stdin.readline()  # until the server has the request
+"""
+
+
+def test_a_call_pending_at_exit_ends_with_closed_error(
+    server_id: str, sync_server: subprocess.Popen[bytes]
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_PENDING, server_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=python_env(PYTHONASYNCIODEBUG="1"),
+        cwd=ROOT,
+    )
+    try:
+        assert read_line(sync_server) == b"hang exit\n"
+        out, err = proc.communicate("\n", timeout=HANG)
+    finally:
+        proc.kill()
+        proc.communicate()
+    # Not concurrent.futures.CancelledError: the portal's loop shut down under the call.
+    assert (proc.returncode, out, err) == (0, "['ClosedError', 'then ClosedError']\n", "")
 
 
 def test_the_module_documents_itself() -> None:

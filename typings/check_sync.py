@@ -44,6 +44,19 @@ def check_connect_and_call() -> None:
         assert_type(client, jitpc.sync.Client)
 
 
+def check_connect_timeout_and_reconnect() -> None:
+    c = jitpc.sync.connect("id", connect_timeout=2.5, reconnect=True)
+    assert_type(c, jitpc.sync.Client)
+    assert_type(jitpc.sync.connect("id", connect_timeout=None, reconnect=False), jitpc.sync.Client)
+    assert_type(jitpc.sync.connect("id", connect_timeout=0), jitpc.sync.Client)
+    assert_type(
+        jitpc.sync.Client("id", spinup=lambda: None, connect_timeout=1, reconnect=True, timeout=5),
+        jitpc.sync.Client,
+    )
+    assert_type(c.open(timeout=1), None)
+    assert_type(c.close(timeout=0.5), None)
+
+
 def check_rejections(c: jitpc.sync.Client) -> None:
     c.call(Counter(key="a", count=1))  # type: ignore[arg-type]
     c.call("inc")  # type: ignore[arg-type]
@@ -51,6 +64,13 @@ def check_rejections(c: jitpc.sync.Client) -> None:
     c.request("m", timeout="soon")  # type: ignore[arg-type]
     jitpc.sync.connect(42)  # type: ignore[arg-type]
     jitpc.sync.connect("id", spinup=1)  # type: ignore[arg-type]
+    jitpc.sync.connect("id", connect_timeout="7s")  # type: ignore[arg-type]
+    jitpc.sync.connect("id", reconnect=None)  # type: ignore[arg-type]
+    jitpc.sync.connect("id", None)  # type: ignore[call-arg]
+    jitpc.sync.Client("id", retry=True)  # type: ignore[call-arg]
+    c.close(timeout="soon")  # type: ignore[arg-type]
+    c.respond("m", thread="yes")  # type: ignore[call-overload]
+    c.respond("m", lambda params: params, True)  # type: ignore[call-overload]
 
 
 def check_respond_keeps_the_handler_type(c: jitpc.sync.Client) -> None:
@@ -60,3 +80,11 @@ def check_respond_keeps_the_handler_type(c: jitpc.sync.Client) -> None:
 
     assert_type(double(None), int)
     assert_type(c.respond("x", double)(None), int)
+
+    @c.respond("slow", thread=True)
+    def slow(params: Any) -> str:
+        return "done"
+
+    assert_type(slow(None), str)
+    assert_type(c.respond("y", double, thread=True)(None), int)
+    assert_type(c.respond("z", thread=False)(slow)(None), str)

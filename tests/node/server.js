@@ -15,7 +15,7 @@
 // undefined), nul (returns null), record (remembers params, answers nothing),
 // recorded (everything recorded so far, in order), ask ({method, params}: requests that from
 // the calling client and returns its result), tell ({method, params}: notifies the calling
-// client, returns true).
+// client, returns true), hang (never answers).
 const fsp = require('fs/promises')
 const os = require('os')
 const path = require('path')
@@ -54,6 +54,7 @@ function serve (rpc) {
   rpc.respond('nul', () => null)
   rpc.respond('record', (params) => { recorded.push(params) })
   rpc.respond('recorded', () => recorded)
+  rpc.respond('hang', () => new Promise(() => {}))
   rpc.respond('ask', (params) => rpc.request(params.method, params.params))
   rpc.respond('tell', (params) => {
     rpc.notify(params.method, params.params)
