@@ -25,7 +25,7 @@ from ._openrpc import document
 from ._paths import address
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
 from ._transport import Listener, serve
-from ._typed import Router
+from ._typed import Registrar, Router
 from ._version import __version__
 
 __all__ = ["OnClient", "Server", "listen"]
@@ -133,7 +133,7 @@ class Server:
     @overload
     def method(self, handler: H, /) -> H: ...
     @overload
-    def method(self, handler: None = None, /, *, thread: bool = False) -> Callable[[H], H]: ...
+    def method(self, handler: None = None, /, *, thread: bool = False) -> Registrar: ...
     def method(
         self, handler: Callable[..., object] | None = None, /, *, thread: bool = False
     ) -> Any:

@@ -18,6 +18,7 @@ already an instance of the declared model is not validated again.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import typing
@@ -34,7 +35,7 @@ from ._method import Method, MethodSpec, result_validator, type_name, validation
 from ._openrpc import document
 from ._threads import run_in_thread
 
-__all__ = ["Handler", "Router"]
+__all__ = ["Handler", "Registrar", "Router"]
 
 logger = logging.getLogger("jitpc")
 
@@ -67,7 +68,7 @@ class Router:
     @overload
     def method(self, handler: H, /) -> H: ...
     @overload
-    def method(self, handler: None = None, /, *, thread: bool = False) -> Callable[[H], H]: ...
+    def method(self, handler: None = None, /, *, thread: bool = False) -> Registrar: ...
     def method(self, handler: Handler | None = None, /, *, thread: bool = False) -> Any:
         """Register ``handler`` (a decorator; returns it unchanged).
 
@@ -81,12 +82,7 @@ class Router:
             ValueError: the method name is already registered here.
         """
         if handler is None:
-
-            def decorator(handler: H) -> H:
-                self.add_method(handler, thread=thread)
-                return handler
-
-            return decorator
+            return Registrar(functools.partial(self.add_method, thread=thread))
         self.add_method(handler, thread=thread)
         return handler
 
@@ -124,6 +120,20 @@ class Router:
 
     def _watch(self, owner: _Watcher) -> None:
         self._watchers.add(owner)
+
+
+class Registrar:
+    """The decorator ``@router.method(thread=True)`` makes: it registers what it decorates and
+    returns it unchanged. (A class, not a closure, so the mypy plugin can check its calls.)"""
+
+    __slots__ = ("_register",)
+
+    def __init__(self, register: Callable[[Handler], None]) -> None:
+        self._register = register
+
+    def __call__(self, handler: H, /) -> H:
+        self._register(handler)
+        return handler
 
 
 def _what(handler: Handler) -> str:

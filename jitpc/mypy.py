@@ -30,9 +30,14 @@ _METHOD = "jitpc._method.Method"
 _DECORATORS = frozenset(
     {
         "jitpc._server.Server.method",
+        "jitpc._server.Server.add_method",
         "jitpc._typed.Router.method",
+        "jitpc._typed.Router.add_method",
+        "jitpc._typed.Registrar.__call__",
         "jitpc.Server.method",
+        "jitpc.Server.add_method",
         "jitpc.Router.method",
+        "jitpc.Router.add_method",
     }
 )
 _AWAITABLES = frozenset({"typing.Coroutine", "typing.Awaitable", "collections.abc.Coroutine"})
@@ -50,8 +55,8 @@ def _check_handler(ctx: MethodContext) -> Type:
     if not ctx.arg_types or not ctx.arg_types[0]:
         return ctx.default_return_type
     handler = get_proper_type(ctx.arg_types[0][0])
-    if not isinstance(handler, CallableType):
-        return ctx.default_return_type
+    if not isinstance(handler, CallableType) or handler.is_ellipsis_args:
+        return ctx.default_return_type  # (a Callable[..., X] says nothing to check)
     params = _params_model(handler)
     if params is None:
         ctx.api.fail(

@@ -270,19 +270,19 @@ def test_handlers_are_checked_when_registered() -> None:
         return None
 
     with pytest.raises(TypeError, match="jitpc.Method"):
-        router.add_method(no_annotation)
+        router.add_method(no_annotation)  # type: ignore[jitpc-method]
 
     def wrong_model(params: Counter) -> Counter:
         return params
 
     with pytest.raises(TypeError, match="jitpc.Method"):
-        router.add_method(wrong_model)
+        router.add_method(wrong_model)  # type: ignore[jitpc-method]
 
     def wrong_result(params: Inc) -> Rich:
         raise NotImplementedError
 
     with pytest.raises(TypeError, match="returns Rich, but Inc declares the result type Counter"):
-        router.add_method(wrong_result)
+        router.add_method(wrong_result)  # type: ignore[jitpc-method]
 
     def good(params: Inc) -> Counter:
         return Counter(key=params.key, count=0)

@@ -31,6 +31,27 @@ async def check_listen_and_connect() -> None:
     await jitpc.listen(42)  # type: ignore[arg-type]
 
 
+async def check_deadlines_and_reconnect() -> None:
+    client = jitpc.connect("id", connect_timeout=15, reconnect=True)
+    jitpc.connect("id", connect_timeout=None)
+    jitpc.connect("id", connect_timeout="15")  # type: ignore[arg-type]
+    jitpc.connect("id", reconnect=1)  # type: ignore[arg-type]
+    assert_type(await client.request("m", timeout=0.5), Any)
+    await client.request("m", None, 0.5)  # type: ignore[call-arg]
+    assert_type(await client.end(timeout=2), None)
+    assert_type(await client.end(), None)
+
+
+def check_thread_responders(client: jitpc.Client) -> None:
+    @client.respond("slow", thread=True)
+    def slow(params: Any) -> int:
+        return 1
+
+    assert_type(slow(None), int)
+    assert_type(client.respond("x", slow, thread=True)(None), int)
+    client.respond("x", slow, True)  # type: ignore[call-overload]
+
+
 async def check_spinup_may_be_async() -> None:
     async def start() -> None: ...
 

@@ -35,3 +35,20 @@ def check_handler_results(server: jitpc.Server, router: jitpc.Router) -> None:
     @router.method  # type: ignore[jitpc-method]
     def no_params_model(params: Counter) -> Counter:
         return params
+
+
+def check_thread_handlers_and_add_method(server: jitpc.Server, router: jitpc.Router) -> None:
+    @server.method(thread=True)
+    def blocking(params: Inc) -> Counter:
+        return Counter(key=params.key)
+
+    @router.method(thread=True)  # type: ignore[jitpc-method]
+    def blocking_wrong(params: Inc) -> str:
+        return ""
+
+    def plain(params: Inc) -> Inc:
+        return params
+
+    server.add_method(plain)  # type: ignore[jitpc-method]
+    router.add_method(plain, name="other")  # type: ignore[jitpc-method]
+    server.add_method(blocking, name="again", thread=True)

@@ -59,6 +59,26 @@ def check_decorators(server: jitpc.Server, router: jitpc.Router) -> None:
     server.mount(router)
     server.add_method(inc, name="inc2")
 
+    @server.method(thread=True)
+    def blocking(params: Inc) -> Counter:
+        return Counter(key=params.key, count=1)
+
+    @router.method(thread=True)
+    def blocking_too(params: Inc) -> Counter:
+        return Counter(key=params.key, count=1)
+
+    assert_type(blocking(Inc(key="a")), Counter)
+    server.add_method(blocking, name="inc3", thread=True)
+    server.method(thread="yes")  # type: ignore[call-overload]
+    server.method(blocking, thread=True)  # type: ignore[call-overload]
+
+
+async def check_timeouts(client: jitpc.Client) -> None:
+    assert_type(await client.call(Inc(key="a"), timeout=1.5), Counter)
+    assert_type(await client.call(Inc(key="a"), timeout=None), Counter)
+    await client.call(Inc(key="a"), 1.5)  # type: ignore[call-arg]
+    await client.call(Inc(key="a"), timeout="1")  # type: ignore[arg-type]
+
 
 def check_errors() -> None:
     try:
