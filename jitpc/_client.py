@@ -94,6 +94,7 @@ class Client:
         #: Resolved responders by name, filled at first use; cleared on any change.
         self._table: dict[str, Responder] = {}
         self._connection: Connection | None = None
+        self._retired: set[Connection] = set()  # ended by the peer, still finishing (reconnect)
         self._opening: asyncio.Task[Connection] | None = None
         self._close_error: ConnectError | None = None  # why the client never connected
         self._waiting = 0  # calls waiting for the connect attempt
@@ -228,7 +229,7 @@ class Client:
             raise self._closed_error()
         if isinstance(method, Method):
             method, params = type(method).__jitpc_method__, method
-        conn = self._connection
+        conn = self._current()
         if conn is None:
             self._start_opening()
             conn = self._connection
@@ -302,10 +303,10 @@ class Client:
                     if not self._waiting and not (conn is not None and conn.queued):
                         opening.cancel()  # nobody awaits the attempt, nothing waits to go out
                     await asyncio.wait((opening,))
-                conn = self._connection
-                if conn is not None:
-                    conn.end()
-                    await conn.wait_closed()
+                for conn in [self._connection, *self._retired]:
+                    if conn is not None:
+                        conn.end()
+                        await conn.wait_closed()
         except TimeoutError:
             self.destroy()
         self._mark_closed()
@@ -316,8 +317,9 @@ class Client:
         self._state = CLOSED
         if self._opening is not None and not self._opening.done():
             self._opening.cancel()
-        if self._connection is not None:
-            self._connection.destroy(err)
+        for conn in [self._connection, *self._retired]:
+            if conn is not None:
+                conn.destroy(err)
         self._mark_closed()
 
     async def wait_closed(self) -> None:
@@ -347,7 +349,7 @@ class Client:
 
     async def _ready(self) -> Connection:
         """The open connection, connecting first if need be, once the peer reads our writes."""
-        conn = self._connection
+        conn = self._current()
         if conn is None or conn.state is CONNECTING:
             if self._state is not OPEN:
                 raise self._closed_error()
@@ -364,6 +366,16 @@ class Client:
             conn = opening.result()
         if conn.write_paused:
             await conn.drained()
+        return conn
+
+    def _current(self) -> Connection | None:
+        """The connection to send on; with ``reconnect``, never one the peer is ending."""
+        conn = self._connection
+        if conn is not None and conn.state >= ENDING and self._reconnect and self._state is OPEN:
+            # The peer ended it, and it finishes what it owes the peer on its own: new
+            # messages go on a new connection.
+            self._retired.add(conn)
+            self._connection = conn = None
         return conn
 
     def _start_opening(self) -> asyncio.Task[Connection]:
@@ -438,6 +450,7 @@ class Client:
 
     def _connection_lost(self, connection: Connection, error: ClosedError) -> None:
         if connection is not self._connection:
+            self._retired.discard(connection)
             return
         self._connection = None
         if self._server is not None:

@@ -206,14 +206,19 @@ class Server:
         }
 
     async def close(self) -> None:
-        """Stop serving: close every client (their pending requests fail), remove the socket,
-        release the id. Idempotent; concurrent calls wait for the same close."""
+        """Stop serving: close every client (their pending requests fail, their running
+        handlers are cancelled), remove the socket, release the id. Idempotent; concurrent calls
+        wait for the same close. Raises nothing.
+
+        Cancelling the call stops the wait, not the close: it completes anyway.
+        """
         if self._closing is None:
             self._closing = self._loop.create_task(self._close())
         await asyncio.shield(self._closing)
 
     async def wait_closed(self) -> None:
-        """Wait until the server has closed (after :meth:`close` or spindown)."""
+        """Wait until the server has closed (after :meth:`close` or spindown). Raises nothing;
+        cancelling the wait is safe (the server goes on)."""
         await asyncio.shield(self._closed)
 
     async def __aenter__(self) -> Server:
@@ -460,6 +465,8 @@ async def listen(
     Raises:
         OSError: the lock or socket file cannot be used (a symlink, another user's file).
         ValueError: the id gives an unusable socket path.
+
+    Cancelling it is safe: a lock taken is released, a socket bound is closed.
     """
     addr = address(server_id)
     os.makedirs(os.path.dirname(addr.lock) or ".", exist_ok=True)
