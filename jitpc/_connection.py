@@ -221,7 +221,9 @@ class Connection(asyncio.Protocol):
     def cancel(self, id_: int) -> None:
         """Give our request ``id_`` up: tell the peer, and drop its answer if it comes."""
         if self._peer.cancel(id_) and self.state is not CLOSED:
-            self._schedule_flush()
+            # At once, not at the end of the turn: a destroy() that follows (leaving an
+            # 'async with' by the TimeoutError) would otherwise drop it.
+            self._flush()
             if self.state is ENDING:
                 self._maybe_finish_end()
 

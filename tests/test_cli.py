@@ -1,18 +1,29 @@
-"""The ``jitpc`` command line, run as a subprocess against a real echo server."""
+"""The ``jitpc`` command line, run as a subprocess against real servers: the echo server,
+``tests/peers/cli_*.py``, and the Node package's server (``tests/node/server.js``) when node
+and npm are on PATH."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import support
+from jitpc import __version__
 from jitpc.__main__ import main
+from nodesetup import ensure_node_jitpc
+
+NODE = shutil.which("node")
+NPM = shutil.which("npm")
 
 
 @dataclass
@@ -40,6 +51,71 @@ async def jitpc(*args: str, stdin: bytes | None = None) -> Run:
         await support.reap(proc)
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
+
+
+def strict_json(text: str) -> Any:
+    """``text`` as strict JSON: no NaN, Infinity or -Infinity."""
+
+    def reject(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=reject)
+
+
+async def next_line(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    return (await asyncio.wait_for(proc.stdout.readline(), support.HANG)).decode().rstrip("\n")
+
+
+@asynccontextmanager
+async def peer(*argv: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run a server process and yield it once it has printed ``listening``; kill it on exit."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
+    )
+    try:
+        assert await next_line(proc) == "listening"
+        yield proc
+    finally:
+        await support.reap(proc)
+
+
+Peer = AbstractAsyncContextManager[asyncio.subprocess.Process]
+
+
+def raw_server(server_id: str, reply: str) -> Peer:
+    """``tests/peers/cli_raw_server.py``: answers every request with ``{"id":…,REPLY}``."""
+    argv = support.peer_command("cli_raw_server.py", server_id, reply)
+    return peer(*argv, env=support.python_env())
+
+
+#: What Node jitpc 2.2.7 answers for a method it does not have (no ``code``).
+NODE_UNKNOWN = '"error":{"message":"Unknown method: rpc.status"}'
+
+
+@contextmanager
+def silent_server(path: Path) -> Iterator[None]:
+    """A socket that listens and never accepts: a connect succeeds, nothing ever answers."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        sock.listen()
+        yield
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    """Node jitpc 2.2.7, as for the interop tests (skipped without node or npm)."""
+    if NODE is None or NPM is None:
+        pytest.skip("node and npm must be on PATH for the CLI tests against Node jitpc")
+    return ensure_node_jitpc()
+
+
+def node_server(node_modules: Path, server_id: str) -> Peer:
+    """``tests/node/server.js``: a Node jitpc 2.2.7 server (no rpc.ping, rpc.status)."""
+    assert NODE is not None
+    script = support.ROOT / "tests" / "node" / "server.js"
+    env = support.python_env(NODE_PATH=str(node_modules))
+    return peer(NODE, str(script), server_id, env=env)
 
 
 async def test_call_prints_the_result(server_id: str) -> None:
@@ -101,8 +177,8 @@ async def test_ping_alive(server_id: str) -> None:
 async def test_ping_without_a_server_fails_fast(server_id: str) -> None:
     run = await jitpc("ping", server_id)
     assert (run.code, run.out) == (2, "no server\n")
-    # Tried once: that message comes only from the refused spinup, before any back-off.
-    assert "try --wait?" in run.err, run.err
+    # Tried once (connect_timeout=0), so the message suggests waiting.
+    assert "tried once; try --wait?" in run.err, run.err
 
 
 async def test_call_without_a_server_fails_fast(server_id: str, jitpc_tmpdir: Path) -> None:
@@ -167,11 +243,13 @@ async def test_help_exits_0_and_documents_the_exit_codes() -> None:
     run = await jitpc("--help")
     assert run.code == 0
     assert "exit codes:" in run.out
-    for code in ("0", "1", "2", "3", "64"):
+    for code in ("0", "1", "2", "3", "4", "64"):
         assert f"\n  {code} " in run.out
-    for command in ("call", "notify", "ping", "where", "discover"):
+    for command in ("call", "notify", "ping", "status", "where", "discover"):
         assert command in run.out
-        assert (await jitpc(command, "--help")).code == 0
+        usage = await jitpc(command, "--help")
+        assert usage.code == 0
+        assert "--timeout SECONDS" in usage.out and "--connect-timeout SECONDS" in usage.out
 
 
 def test_main_returns_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,3 +257,176 @@ def test_main_returns_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["call", "x", "echo", "{"]) == 64
     assert main(["bogus"]) == 64
     assert "not valid JSON" in capsys.readouterr().err
+    assert main(["ping", "x", "--timeout", "-1"]) == 64
+    assert "--timeout: not a non-negative number" in capsys.readouterr().err
+
+
+# -- --timeout -----------------------------------------------------------------------------------
+
+
+async def test_timeout_cuts_a_call_short_and_cancels_it(server_id: str) -> None:
+    sleeper = support.peer_command("cli_sleeper.py", server_id)
+    async with peer(*sleeper, env=support.python_env()) as server:
+        run = await jitpc("call", "--timeout", "0.2", server_id, "sleep")
+        assert (run.code, run.out) == (4, "")
+        assert "timed out after 0.2 s (--timeout)" in run.err
+        assert f"waiting for the server for {server_id!r} to answer" in run.err
+        # The handler started, and the server cancelled it once the CLI gave up.
+        assert await next_line(server) == "started"
+        assert await next_line(server) == "cancelled"
+
+
+@pytest.mark.parametrize("command", ["call", "ping", "status", "where", "discover"])
+async def test_timeout_against_a_server_that_never_answers(
+    server_id: str, jitpc_tmpdir: Path, command: str
+) -> None:
+    with silent_server(jitpc_tmpdir / f"{server_id}.sock"):
+        args = ["echo"] if command == "call" else []
+        run = await jitpc(command, server_id, "--timeout", "0.1", *args)
+    assert run.code == 4, run
+    assert "to answer" in run.err
+    if command == "ping":
+        assert run.out == "timed out\n"
+    elif command == "where":
+        assert run.out.splitlines()[-1] == "server: not answering"
+    else:
+        assert run.out == ""
+
+
+async def test_timeout_while_waiting_for_a_server(server_id: str) -> None:
+    run = await jitpc("ping", "--wait", "--timeout", "0.1", server_id)
+    assert (run.code, run.out) == (4, "timed out\n")
+    assert f"waiting for a server for {server_id!r}" in run.err
+
+    where = await jitpc("where", "--connect-timeout", "60", "--timeout", "0.1", server_id)
+    assert where.code == 4
+    assert where.out.splitlines()[-1] == "server: not listening"
+
+
+async def test_timeout_that_does_not_expire(server_id: str) -> None:
+    async with support.server_process(server_id):
+        run = await jitpc("call", "--timeout", "60", server_id, "echo", "[1]")
+        assert (run.code, run.out, run.err) == (0, "[1]\n", "")
+        notify = await jitpc("notify", "--timeout", "60", server_id, "echo")
+        assert (notify.code, notify.err) == (0, "")
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--connect-timeout"])
+@pytest.mark.parametrize("value", ["-1", "abc", "", "nan", "inf", "1e400"])
+async def test_bad_seconds_exit_64(server_id: str, option: str, value: str) -> None:
+    run = await jitpc("call", server_id, "echo", f"{option}={value}")
+    assert (run.code, run.out) == (64, "")
+    assert f"argument {option}: not a non-negative number of seconds" in run.err
+
+
+# -- --connect-timeout and --wait ----------------------------------------------------------------
+
+
+async def test_connect_timeout_without_a_server_exits_2(server_id: str) -> None:
+    for args in (["--connect-timeout", "0.1"], ["--wait", "--connect-timeout", "0.1"]):
+        run = await jitpc("call", *args, server_id, "echo")
+        assert (run.code, run.out) == (2, "")
+        assert f"no server for {server_id!r}" in run.err
+        assert "after trying for 0.1 s" in run.err
+        assert "--wait" not in run.err  # it would not help: this already waited
+
+    once = await jitpc("ping", "--connect-timeout", "0", server_id)
+    assert (once.code, once.out) == (2, "no server\n")
+    assert "after trying for 0 s" in once.err and "--wait" not in once.err
+
+
+async def test_connect_timeout_finds_a_server_that_starts_meanwhile(server_id: str) -> None:
+    # Whichever comes first, the CLI's first try or the server, the call must succeed.
+    cli = asyncio.ensure_future(jitpc("call", "--connect-timeout", "60", server_id, "echo", "7"))
+    async with support.server_process(server_id):
+        run = await cli
+    assert (run.code, run.out, run.err) == (0, "7\n", "")
+
+
+# -- ping, status --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply", ['"result":{}', NODE_UNKNOWN])
+async def test_ping_sends_rpc_ping_and_any_answer_means_alive(server_id: str, reply: str) -> None:
+    async with raw_server(server_id, reply) as server:
+        run = await jitpc("ping", server_id)
+        assert (run.code, run.out, run.err) == (0, "alive\n", "")
+        assert await next_line(server) == '"rpc.ping"'
+
+
+async def test_status(server_id: str) -> None:
+    async with support.server_process(server_id) as proc:
+        run = await jitpc("status", server_id)
+        assert (run.code, run.err) == (0, "")
+        assert run.out.count("\n") == 1
+        status = strict_json(run.out)
+        assert status["id"] == server_id
+        assert status["pid"] == proc.pid
+        assert status["jitpc"] == __version__
+        assert isinstance(status["uptime"], int | float) and status["uptime"] >= 0
+        assert status["clients"] == 1  # this CLI
+        assert isinstance(status["in_flight"], int)
+        assert "echo" in status["methods"] and "rpc.status" in status["methods"]
+        assert status["methods"] == sorted(status["methods"])
+
+        pretty = await jitpc("status", "--pretty", server_id)
+        assert pretty.code == 0
+        assert pretty.out.startswith("{\n  ")
+        assert strict_json(pretty.out).keys() == status.keys()
+
+
+async def test_status_of_a_server_without_rpc_status(server_id: str, jitpc_tmpdir: Path) -> None:
+    async with raw_server(server_id, NODE_UNKNOWN) as server:
+        run = await jitpc("status", server_id)
+        assert await next_line(server) == '"rpc.status"'
+    assert run.code == 0
+    assert strict_json(run.out) == {
+        "id": server_id,
+        "socket": str(jitpc_tmpdir / f"{server_id}.sock"),
+        "alive": True,
+        "status": None,
+    }
+    assert "does not answer rpc.status (a Node jitpc server, probably)" in run.err
+
+
+async def test_status_without_a_server_exits_2(server_id: str) -> None:
+    run = await jitpc("status", server_id)
+    assert (run.code, run.out) == (2, "")
+    assert "no server" in run.err and "try --wait?" in run.err
+
+
+async def test_ping_and_status_against_node(node_modules: Path, server_id: str) -> None:
+    async with node_server(node_modules, server_id) as server:
+        ping = await jitpc("ping", server_id)
+        assert (ping.code, ping.out) == (0, "alive\n")
+        status = await jitpc("status", "--timeout", "60", server_id)
+        assert status.code == 0
+        assert strict_json(status.out)["status"] is None
+        assert "Unknown method: rpc.status" in status.err
+        where = await jitpc("where", server_id)
+        assert where.out.splitlines()[-1] == "server: listening"
+        assert server.returncode is None
+
+
+# -- strict JSON ---------------------------------------------------------------------------------
+
+
+async def test_numbers_beyond_float_range_print_as_strict_json(server_id: str) -> None:
+    # Read as infinity (as JSON.parse does), written null (as JSON.stringify does).
+    result = '[1e400,-1e400,{"x":[1e999]},1.5]'
+    async with raw_server(server_id, f'"result":{result}'):
+        for pretty in ([], ["--pretty"]):
+            run = await jitpc("call", *pretty, server_id, "m")
+            assert run.code == 0, run
+            assert strict_json(run.out) == [None, None, {"x": [None]}, 1.5]
+    error = '"error":{"message":"big","code":1,"data":[1e400]}'
+    async with raw_server(server_id, error):
+        failed = await jitpc("call", server_id, "m")
+        assert failed.code == 1
+        assert strict_json(failed.err)["data"] == [None]
+
+
+async def test_params_beyond_float_range_exit_64(server_id: str) -> None:
+    run = await jitpc("call", server_id, "echo", "[1, 1e400]")
+    assert (run.code, run.out) == (64, "")
+    assert "1e400, beyond the range of a float" in run.err
