@@ -323,7 +323,8 @@ class Client:
         self._mark_closed()
 
     async def wait_closed(self) -> None:
-        """Wait until the client has closed (see :attr:`closed`). Cancelling the wait is safe."""
+        """Wait until the client has closed (see :attr:`closed`). Raises nothing; cancelling
+        the wait is safe (the client goes on)."""
         if self._state is CLOSED:
             return
         if self._closed_waiter is None:
@@ -339,7 +340,8 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """End gracefully (see :meth:`end`), or destroy if the block raised."""
+        """End gracefully (see :meth:`end`), or destroy if the block raised. Cancelled while
+        ending, the ending goes on to its close (as for :meth:`end`)."""
         if exc is None:
             await self.end()
         else:

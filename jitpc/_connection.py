@@ -172,7 +172,6 @@ class Connection(asyncio.Protocol):
         self._peer_cancelled: set[Any] = set()
         self._deferred: list[Event] = []
         self._closed_waiter: asyncio.Future[None] | None = None
-        self._peer_eof = False
         self._flush_pending = False
         self._wrote_early = False  # a request was written at once since the last flush/read
         self.write_paused = False
@@ -348,7 +347,6 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # The peer will send nothing more, so nothing pending can be answered: fail it now.
-        self._peer_eof = True
         for event in self._peer.receive_eof():
             assert isinstance(event, BadMessage)
             logger.warning("jitpc peer %r: %s", self.label, event.reason)
