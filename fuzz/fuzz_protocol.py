@@ -45,6 +45,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from jitpc import RemoteError
 from jitpc._protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     BadMessage,
@@ -178,6 +179,8 @@ def summary(event: Event) -> Any:
     """An event as a comparable value (RemoteError instances compare by identity)."""
     if isinstance(event, ErrorResponse):
         err = event.error
+        if not isinstance(err, RemoteError):  # an answer that could not be read
+            return ("unreadable", event.id, str(err))
         return ("error", event.id, type(err), err.message, err.code, err.data, err.stack)
     if isinstance(event, Request | Notification | Response | CancelRequest):
         # NaN cannot come in (it is not JSON), but infinity can: equal to itself.

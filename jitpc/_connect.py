@@ -20,7 +20,7 @@ from ._paths import address
 from ._threads import run_in_thread
 from ._transport import is_retryable, open_stream
 
-__all__ = ["BACKOFF", "CONNECT_TIMEOUT", "JITTER", "Connector", "Spinup"]
+__all__ = ["BACKOFF", "CONNECT_TIMEOUT", "JITTER", "Connector", "Spinup", "run_hook"]
 
 logger = logging.getLogger("jitpc")
 
@@ -35,6 +35,18 @@ CONNECT_TIMEOUT = sum(BACKOFF)
 # Each sleep is stretched or shrunk by up to this fraction, so that a herd of clients that
 # failed together does not retry in lockstep.
 JITTER = 0.2
+
+
+async def run_hook(hook: Callable[[], Awaitable[object] | object]) -> None:
+    """Run a user's hook: a coroutine function on the loop, any other callable in a worker
+    thread (so that it may block without stopping the loop); await what it returns if that is
+    awaitable. Cancelling stops the wait (a thread runs on)."""
+    if inspect.iscoroutinefunction(hook):
+        await hook()
+    else:
+        result = await run_in_thread(hook)
+        if inspect.isawaitable(result):
+            await result
 
 
 def _delays() -> Iterator[float]:
@@ -126,12 +138,7 @@ class Connector:
     ) -> None:
         try:
             async with asyncio.timeout_at(deadline):
-                if inspect.iscoroutinefunction(hook):
-                    await hook()
-                else:
-                    started = await run_in_thread(hook)
-                    if inspect.isawaitable(started):
-                        await started
+                await run_hook(hook)
         except TimeoutError as exc:
             raise failure(
                 f"the spinup hook for jitpc server {self.server_id!r} did not return within "

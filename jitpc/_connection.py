@@ -88,6 +88,9 @@ WRITE_BATCH = 16
 #: probes must work on a busy connection. (Their responders are synchronous.)
 SYSTEM_METHODS = frozenset({"rpc.ping", "rpc.status", "rpc.discover"})
 
+#: Complaints about a peer logged one by one; past them, a count at each power of two.
+COMPLAINTS_LOGGED = 10
+
 #: Types whose values are known not to be awaitable: results are checked once per type.
 PLAIN_TYPES: set[type] = {dict, list, str, int, float, bool, type(None)}
 
@@ -173,6 +176,7 @@ class Connection(asyncio.Protocol):
         self._deferred: list[Event] = []
         self._closed_waiter: asyncio.Future[None] | None = None
         self._flush_pending = False
+        self._unflushed = 0  # messages queued since the flush was scheduled (see WRITE_BATCH)
         self._wrote_early = False  # a request was written at once since the last flush/read
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -180,6 +184,8 @@ class Connection(asyncio.Protocol):
         self._holds = 0
         self._reading_paused = False
         self._unsent_replies = 0
+        self._deferred_bytes = 0  # read while requests waited for unsent answers to drain
+        self._complaints = 0
 
     def __repr__(self) -> str:
         return f"<jitpc connection {self.label!r} {self.state.name.lower()}>"
@@ -336,6 +342,8 @@ class Connection(asyncio.Protocol):
         peer = self._peer
         events = peer.receive_data(data)
         self._process(events)
+        if self._deferred:
+            self._deferred_bytes += len(data)
         if peer.state is FAILED:
             bad = events[-1]  # the fatal one ends the events
             reason = bad.reason if type(bad) is BadMessage else "bad framing"
@@ -349,7 +357,7 @@ class Connection(asyncio.Protocol):
         # The peer will send nothing more, so nothing pending can be answered: fail it now.
         for event in self._peer.receive_eof():
             assert isinstance(event, BadMessage)
-            logger.warning("jitpc peer %r: %s", self.label, event.reason)
+            self._complain("%s", event.reason)
         closed = ClosedError("jitpc peer closed the connection")
         self._fail_pending(closed)
         if self._transport is not None and peer_gone(self._transport):
@@ -375,6 +383,7 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         if self._unsent_replies:
             self._unsent_replies = 0
+            self._run_deferred()
             self._update_reading()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
@@ -393,7 +402,11 @@ class Connection(asyncio.Protocol):
         for event in events:
             kind = type(event)
             if kind is Request or kind is Notification:
-                if (deferred or len(self._tasks) >= MAX_IN_FLIGHT) and (
+                if (
+                    deferred
+                    or len(self._tasks) >= MAX_IN_FLIGHT
+                    or self._unsent_replies > MAX_UNSENT_REPLY_BYTES
+                ) and (
                     event.method not in SYSTEM_METHODS  # type: ignore[union-attr]
                 ):
                     # At the cap: the rest waits (see _update_reading) until handlers finish.
@@ -408,17 +421,13 @@ class Connection(asyncio.Protocol):
             elif kind is Response:
                 waiter = event.waiter  # type: ignore[union-attr]
                 if waiter is None:
-                    logger.debug("jitpc peer %r answered an unknown id: %r", self.label, event)
+                    self._complain("answered an unknown id: %r", event)
                 elif not waiter.done():
                     waiter.set_result(event.result)  # type: ignore[union-attr]
             elif kind is ErrorResponse:
                 waiter = event.waiter  # type: ignore[union-attr]
                 if waiter is None:
-                    logger.warning(
-                        "jitpc peer %r reported an error: %s",
-                        self.label,
-                        event.error,  # type: ignore[union-attr]
-                    )
+                    self._complain("reported an error: %s", event.error)  # type: ignore[union-attr]
                 elif not waiter.done():
                     waiter.set_exception(event.error)  # type: ignore[union-attr]
             elif kind is CancelRequest:
@@ -426,11 +435,7 @@ class Connection(asyncio.Protocol):
                 replies = True
             else:
                 replies = True  # the core answers some bad messages itself
-                logger.warning(
-                    "jitpc peer %r sent a bad message: %s",
-                    self.label,
-                    event.reason,  # type: ignore[union-attr]
-                )
+                self._complain("sent a bad message: %s", event.reason)  # type: ignore[union-attr]
         if deferred:
             self._update_reading()
         if replies:
@@ -487,13 +492,23 @@ class Connection(asyncio.Protocol):
         if self.state is CLOSED:
             return
         self._schedule_flush()
-        if self._deferred and len(self._tasks) < MAX_IN_FLIGHT:
-            deferred, self._deferred = self._deferred, []
-            self._process(deferred)
+        self._run_deferred()
         if self._reading_paused:
             self._update_reading()
         if self.state is ENDING:
             self._maybe_finish_end()
+
+    def _run_deferred(self) -> None:
+        """Handle the requests that waited, once neither the in-flight cap nor unsent answers
+        hold them any more (those past the cap wait again)."""
+        if (
+            self._deferred
+            and len(self._tasks) < MAX_IN_FLIGHT
+            and self._unsent_replies <= MAX_UNSENT_REPLY_BYTES
+        ):
+            deferred, self._deferred = self._deferred, []
+            self._deferred_bytes = 0
+            self._process(deferred)
 
     def _peer_cancel(self, id_: Any) -> None:
         """The peer gave its request ``id_`` up: cancel its handler, or drop it if it waits."""
@@ -510,10 +525,24 @@ class Connection(asyncio.Protocol):
                 self._peer.send_error(id_, _cancelled(id_))
                 return
 
+    def _complain(self, message: str, *args: Any) -> None:
+        """Log what the peer did wrong, the first ``COMPLAINTS_LOGGED`` times in full, then
+        only a count at each power of two: a peer that floods garbage cannot flood the log."""
+        self._complaints = n = self._complaints + 1
+        if n <= COMPLAINTS_LOGGED:
+            logger.warning("jitpc peer %r " + message, self.label, *args)
+        elif n & (n - 1) == 0:
+            logger.warning(
+                "jitpc peer %r: %d bad messages so far; %d more not logged one by one",
+                self.label,
+                n,
+                n - COMPLAINTS_LOGGED,
+            )
+
     def _send_result(self, id_: Any, result: Any) -> None:
         try:
             self._peer.send_result(id_, result)
-        except TypeError as exc:
+        except TypeError as exc:  # the core turns every encoding failure into one
             logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
             self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
 
@@ -522,7 +551,11 @@ class Connection(asyncio.Protocol):
             error = exc
         else:
             logger.error("jitpc: responder for %r raised", method, exc_info=exc)
-            error = InternalError(str(exc) or type(exc).__name__)
+            try:
+                message = str(exc) or type(exc).__name__
+            except Exception:  # an exception whose __str__ raises, too
+                message = type(exc).__name__
+            error = InternalError(message)
         if id_ is not None:
             self._peer.send_error(id_, error)
 
@@ -531,21 +564,33 @@ class Connection(asyncio.Protocol):
     def _update_reading(self) -> None:
         """Pause or resume reading from the peer: backpressure (research T13, section 2).
 
-        Reading stops while an async on_client runs, while ``MAX_IN_FLIGHT`` requests from the
-        peer are being handled, or while more than ``MAX_UNSENT_REPLY_BYTES`` of our answers wait
-        behind a peer that does not read them. What a peer can make us hold is then bounded,
-        and the kernel's socket buffer pushes back on the peer. Only answers count toward the
-        byte bound: our own requests wait for the drain in ``request()`` instead, so two
-        peers sending each other large requests at once never both stop reading.
+        Reading stops while an async on_client runs, and while ``MAX_IN_FLIGHT`` requests from
+        the peer are being handled (the rest of that read waits). What a peer can make us hold
+        is then bounded, and the kernel's socket buffer pushes back on the peer.
+
+        Unsent answers are different: more than ``MAX_UNSENT_REPLY_BYTES`` of them behind a
+        peer that does not read stop the *handling* of its new requests (they wait), not the
+        reading, so its answers to our requests still come in. Two peers that answer each
+        other with large results at once would otherwise both stop reading, each waiting for
+        the other to drain, for good. Reading stops for unsent answers only once
+        ``MAX_UNSENT_REPLY_BYTES`` of waiting requests have been read too, and never while we
+        await an answer on this connection: then the peer, which awaits ours (they are what
+        is unsent), keeps reading, so our answers drain and both make progress. Our own
+        requests wait for the drain in ``request()``.
         """
         transport = self._transport
         if transport is None or self.state is CLOSED:
             return
+        pressed = self._unsent_replies > MAX_UNSENT_REPLY_BYTES
         pause = (
             self._held is not None
-            or bool(self._deferred)
             or len(self._tasks) >= MAX_IN_FLIGHT
-            or self._unsent_replies > MAX_UNSENT_REPLY_BYTES
+            or (bool(self._deferred) and not pressed)
+            or (
+                pressed
+                and self._deferred_bytes > MAX_UNSENT_REPLY_BYTES
+                and not self._peer.outstanding
+            )
         )
         if pause != self._reading_paused:
             self._reading_paused = pause
@@ -561,8 +606,11 @@ class Connection(asyncio.Protocol):
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush_soon)
-        elif self._peer.pending_messages >= WRITE_BATCH:
-            self._write_batch()
+        else:
+            # One call per message queued: a count, not the queue's length (a call each).
+            self._unflushed += 1
+            if self._unflushed >= WRITE_BATCH:
+                self._write_batch()
 
     def _write_batch(self) -> None:
         """Write a full batch now, mid-turn; the flush due at the end of the turn still comes."""
@@ -575,6 +623,7 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_pending = False
+        self._unflushed = 0
         transport = self._transport
         if transport is None or self.state is CLOSED:
             return

@@ -6,19 +6,37 @@
 The result type is read back from the parametrised base (pydantic records ``Method[Counter]``'s
 arguments), so it is written once, where mypy sees it too: ``client.call(Inc(...))`` is a
 ``Counter`` to the type checker and is validated as one at run time.
+
+Params and results evolve differently: a params model refuses fields it does not know (a typo
+or a newer client's field must not be dropped silently), a result accepts them (a newer server
+may add result fields without breaking older clients).
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+)
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 __all__ = [
     "Method",
     "MethodSpec",
+    "first_error",
     "result_adapter",
     "result_validator",
     "type_name",
@@ -36,7 +54,14 @@ class Method(BaseModel, Generic[R_co]):
     ``list[Counter]``, ...). ``Method[None]`` declares a notification: its handler returns
     nothing, and the client may send it with ``client.notify(params)``. The method name is the
     ``method=`` class keyword, or the class name.
+
+    Unknown fields are refused (pydantic's ``extra="forbid"``): the server answers
+    :class:`InvalidParams` naming them. A model overrides it with pydantic's own
+    ``model_config = ConfigDict(extra="ignore")`` (or ``"allow"``). Inside a result type, a
+    params model ignores unknown fields, as results do (see :func:`result_validator`).
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     #: The wire name of the method.
     __jitpc_method__: ClassVar[str]
@@ -84,13 +109,36 @@ def result_adapter(params_type: type[Method[Any]]) -> TypeAdapter[Any]:
 
 def result_validator(params_type: type[Method[Any]]) -> Callable[[Any], Any]:
     """The (cached) ``validate_python`` of ``params_type``'s result type, without the
-    TypeAdapter wrapper's per-call overhead."""
+    TypeAdapter wrapper's per-call overhead.
+
+    A result type that holds params models (``Method[list[Job]]``, ``Job`` a params model) is
+    validated with pydantic's ``extra="ignore"`` throughout (pydantic 2.12 and later, as
+    required): params models forbid unknown fields as params, not in results."""
     validate = params_type.__dict__.get("__jitpc_validate_result__")
     if validate is None:
-        validator = result_adapter(params_type).validator
-        validate = validator.validate_python
+        adapter = result_adapter(params_type)
+        validate = adapter.validator.validate_python
+        if _holds_strict_params(adapter.core_schema):
+            validate = functools.partial(validate, extra="ignore")
         params_type.__jitpc_validate_result__ = validate
     return validate
+
+
+def _holds_strict_params(schema: Any) -> bool:
+    """Whether the core ``schema`` holds a ``Method`` model that forbids unknown fields."""
+    if isinstance(schema, (list, tuple)):
+        return any(_holds_strict_params(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    cls = schema.get("cls")
+    if (
+        schema.get("type") == "model"
+        and isinstance(cls, type)
+        and issubclass(cls, Method)
+        and (schema.get("config") or {}).get("extra_fields_behavior") == "forbid"
+    ):
+        return True
+    return any(_holds_strict_params(value) for value in schema.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +165,35 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def first_error(errors: list[dict[str, Any]]) -> str:
+    """The first of ``errors`` (from :func:`validation_errors`) for a message, such as
+    ``key: Field required (+1 more)``: Node jitpc drops an error's ``data``."""
+    if not errors:
+        return "no details"
+    where = ".".join(str(part) for part in errors[0]["loc"])
+    text = f"{where}: {errors[0]['msg']}" if where else str(errors[0]["msg"])
+    return f"{text} (+{len(errors) - 1} more)" if len(errors) > 1 else text
+
+
 def type_name(tp: Any) -> str:
-    """A type's name for messages: ``Counter``, or the repr of ``list[Counter]``."""
+    """A type's name for messages: ``Counter``, ``list[Counter]``, ``Counter | None``."""
+    if tp is None or tp is type(None):
+        return "None"
+    if tp is Ellipsis:
+        return "..."
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return type_name(args[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in args)
+    if origin is not None and args:
+        if origin is Literal:
+            return f"Literal[{', '.join(map(repr, args))}]"
+        inner = ", ".join(
+            type_name(arg) if not isinstance(arg, list) else f"[{', '.join(map(type_name, arg))}]"
+            for arg in args
+        )
+        return f"{type_name(origin)}[{inner}]"
+    if isinstance(tp, type):
+        return tp.__name__
     return getattr(tp, "__name__", None) or repr(tp)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -46,7 +47,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
-from ._errors import InvalidRequest, ParseError, RemoteError
+from ._errors import InvalidRequest, ParseError, ProtocolError, RemoteError
 
 __all__ = [
     "CANCEL_METHOD",
@@ -111,7 +112,8 @@ class ErrorResponse:
     error; ``waiter`` as for :class:`Response`. Don't subclass."""
 
     id: Any
-    error: RemoteError
+    #: The peer's error; a :class:`ProtocolError` when its answer could not be read.
+    error: RemoteError | ProtocolError
     waiter: Any = None
 
 
@@ -164,6 +166,54 @@ def _truthy(value: Any) -> bool:
     return value is not None and value is not False and value != 0 and value != ""
 
 
+_ID = rb'(-?[0-9]{1,20}|"(?:[^"\\]|\\.){0,256}")'
+#: jitpc writes the id first; Node's JSON.stringify({method, params, id}) or
+#: ({result, error, id}) writes it last.
+_JITPC_HEAD = re.compile(rb'\{"jsonrpc":"2\.0","id":' + _ID + rb',"(method|result|error)":')
+_NODE_TAIL = re.compile(rb'"id":' + _ID + rb"\}\s*$")
+_NODE_HEAD = re.compile(rb'\{"(method|result|error)":')
+
+
+def _guess(line: bytes | bytearray) -> tuple[str, Any]:
+    """Whether an unreadable line looks like a request or a response, and its id."""
+    head = _JITPC_HEAD.match(line)
+    if head is not None:
+        token, field = head.group(1), head.group(2)
+    else:
+        first = _NODE_HEAD.match(line)
+        tail = _NODE_TAIL.search(line, max(0, len(line) - 300))
+        if first is None or tail is None:
+            return "", None
+        token, field = tail.group(1), first.group(1)
+    try:
+        id_ = json.loads(token)
+    except ValueError:
+        return "", None
+    return ("request" if field == b"method" else "response"), id_
+
+
+#: The deepest nesting read, as pydantic's parser counts it (the message object is 1).
+MAX_DEPTH: Final = 201
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests deeper than :data:`MAX_DEPTH` (for the second parser, which
+    would read deeper than the first)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is dict:
+            children: Any = node.values()
+        elif type(node) is list:
+            children = node
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def reject_constant(name: str) -> Any:
     """For ``json.loads(parse_constant=...)``: NaN, Infinity and -Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
@@ -208,31 +258,40 @@ def dump(value: Any) -> bytes:
     Raises:
         TypeError: ``value`` cannot be written as JSON (an unknown type, say).
     """
-    tp = type(value)
-    ser = _serializers[tp] if tp in _serializers else _new_serializer(tp)
-    if _fast_dumps is not None:
+    # (One function, not a wrapper around a second: a call more per message is ~300
+    # instructions on the hottest path.)
+    try:
+        tp = type(value)
+        ser = _serializers[tp] if tp in _serializers else _new_serializer(tp)
+        if _fast_dumps is not None:
+            try:
+                if ser is not None:
+                    return _fast_dumps(
+                        ser.to_python(value, mode="json", by_alias=True), option=_FAST_OPTIONS
+                    )
+                return _fast_dumps(value, option=_FAST_OPTIONS)
+            except (TypeError, PydanticSerializationError):
+                pass  # a big int, a non-str key, a lone surrogate, an unknown type...
         try:
             if ser is not None:
-                return _fast_dumps(
-                    ser.to_python(value, mode="json", by_alias=True), option=_FAST_OPTIONS
-                )
-            return _fast_dumps(value, option=_FAST_OPTIONS)
-        except (TypeError, PydanticSerializationError):
-            pass  # a big int, a non-str key, a lone surrogate, an unknown type...
-    try:
-        if ser is not None:
-            return ser.to_json(value, by_alias=True)  # type: ignore[no-any-return]
-        return to_json(value, inf_nan_mode="null", by_alias=True)
-    except PydanticSerializationError as exc:
-        error = exc
-    if ser is None:
-        # A string with a lone surrogate (Node's JSON.parse gives one for "\ud800") is not
-        # UTF-8: the json module writes it as the same escape, as JSON.stringify does.
-        try:
-            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError):
-            pass
-    raise TypeError(f"cannot encode as JSON: {error}") from None
+                return ser.to_json(value, by_alias=True)  # type: ignore[no-any-return]
+            return to_json(value, inf_nan_mode="null", by_alias=True)
+        except PydanticSerializationError as exc:
+            error = exc
+        if ser is None:
+            # A string with a lone surrogate (Node's JSON.parse gives one for "\ud800") is not
+            # UTF-8: the json module writes it as the same escape, as JSON.stringify does.
+            try:
+                return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+            except (TypeError, ValueError):
+                pass
+        raise TypeError(f"cannot encode as JSON: {error}") from None
+    except TypeError:
+        raise
+    except Exception as exc:
+        # A serializer of the user's that raised, a RecursionError...: one bad value must fail
+        # its own message, never the connection.
+        raise TypeError(f"cannot encode as JSON: {exc!r}") from exc
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -364,19 +423,22 @@ class Peer:
         # A trailing "\r" or "\n" is JSON whitespace: the parsers skip it.
         try:
             msg = from_json(line, allow_inf_nan=False)
-        except ValueError:
+        except ValueError as exc:
+            if not line.strip():
+                return None  # a blank line
+            if b"\\u" not in line or "recursion limit" in str(exc):
+                return self._unreadable(line, f"invalid JSON: {exc}")
             # pydantic's parser rejects escaped lone surrogates ("\ud800"), which Node's
-            # JSON.stringify writes and JSON.parse accepts: give such lines a second chance.
+            # JSON.stringify writes and JSON.parse accepts: give such lines a second chance
+            # (not one too deep for pydantic: the limit must be the same on both paths).
             # Decode strictly first: json.loads(bytes) would also take UTF-16, a BOM and
             # UTF-8-encoded surrogates.
             try:
                 msg = json.loads(bytes(line).decode(), parse_constant=reject_constant)
             except (ValueError, RecursionError) as exc:
-                if not line.strip():
-                    return None  # a blank line
-                reason = f"invalid JSON: {exc}"
-                self._queue_error(None, ParseError(reason))
-                return BadMessage(reason)
+                return self._unreadable(line, f"invalid JSON: {exc}")
+            if _too_deep(msg):
+                return self._unreadable(line, f"invalid JSON: nesting deeper than {MAX_DEPTH}")
         if type(msg) is not dict:
             reason = f"a message must be a JSON object, not {type(msg).__name__}"
             self._queue_error(None, InvalidRequest(reason))
@@ -417,6 +479,29 @@ class Peer:
         if error is not None and _truthy(error):
             return ErrorResponse(id_, RemoteError.from_wire(error), waiter)
         return Response(id_, msg.get("result"), waiter)
+
+    def _unreadable(self, line: bytes | bytearray, reason: str) -> Event | None:
+        """A line that is not JSON we can read; if it is recognisably a message, fail or
+        answer the request it belongs to, so that none waits for an answer that never comes.
+
+        (A value jitpc or Node can write but this parser refuses: nesting deeper than the
+        limit, an integer over 4,300 digits.) Only the framing of the two known writers is
+        recognised: jitpc's ``{"jsonrpc":"2.0","id":ID,...`` and Node's ``{...,"id":ID}``.
+        """
+        kind, id_ = _guess(line)
+        if kind == "response" and type(id_) is int:
+            if id_ in self._outstanding:
+                waiter = self._outstanding.pop(id_)
+                error = ProtocolError(f"the answer to request {id_} cannot be read: {reason}")
+                return ErrorResponse(id_, error, waiter)
+            if id_ in self._cancelled:
+                del self._cancelled[id_]
+                return None
+        if kind == "request" and _truthy(id_):
+            self._queue_error(id_, ParseError(reason))  # the peer's request fails, with its id
+        else:
+            self._queue_error(None, ParseError(reason))
+        return BadMessage(reason)
 
     # -- sending -----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from . import _shutdown
 from ._client import Client, TypedResponder
+from ._connect import run_hook
 from ._errors import JitpcError
 from ._lock import Lock, try_acquire
 from ._openrpc import document
@@ -369,11 +370,13 @@ class Server:
 
     async def _spin_down(self) -> None:
         try:
-            if self._spindown_hook is not None:
+            hook = self._spindown_hook
+            if hook is not None:
                 try:
-                    result = self._spindown_hook()
-                    if inspect.isawaitable(result):
-                        await result
+                    # A synchronous hook runs in a worker thread, so that the loop goes on
+                    # accepting meanwhile: a client that arrives while it runs keeps the
+                    # server up, as with an async hook.
+                    await run_hook(hook)
                 except Exception as exc:
                     self._report(exc, "spindown hook raised; the server stays open")
                     return
@@ -452,7 +455,9 @@ async def listen(
         on_client: called with each new :class:`Client` (see :meth:`Server.on_client`).
         spindown: called (sync or async) when the server has had no client for
             ``spindown_timeout`` seconds, before it closes; if it raises, the error is logged and
-            passed to ``on_error`` and the server stays open. ``False`` disables spindown.
+            passed to ``on_error`` and the server stays open. A client that arrives while it
+            runs keeps the server up. A synchronous hook runs in a worker thread (so the loop
+            accepts meanwhile). ``False`` disables spindown.
         spindown_timeout: idle seconds before spindown, counted from start and from each time
             the last client leaves.
         on_error: called with errors that have no caller to go to (spindown hook, on_client).

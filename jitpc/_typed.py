@@ -13,25 +13,36 @@ What the serving end answers:
   a bug in the server.
 
 Each request's params are validated once, from the already-parsed message; a result that is
-already an instance of the declared model is not validated again.
+already an instance of the declared model is not validated again. Error messages name the first
+validation error (Node jitpc shows a peer's ``message`` but drops its ``data``).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import inspect
 import logging
+import types
 import typing
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import Annotated, Any, Literal, NewType, NoReturn, TypeVar, overload
 
+import typing_extensions
 from pydantic import ValidationError
 
 from ._client import Client, TypedResponder, _Watcher
 from ._connection import is_awaitable
 from ._errors import InternalError, InvalidParams
-from ._method import Method, MethodSpec, result_validator, type_name, validation_errors
+from ._method import (
+    Method,
+    MethodSpec,
+    first_error,
+    result_validator,
+    type_name,
+    validation_errors,
+)
 from ._openrpc import document
 from ._threads import run_in_thread
 
@@ -76,9 +87,17 @@ class Router:
         of at most 16 per process), so that it may block; other synchronous handlers run on
         the event loop and must not block: while one runs, nothing else is served.
 
+        The return annotation must be ``R`` or a subtype of it: ``typing.List[X]`` for
+        ``list[X]``, ``X`` for ``X | None``, a subclass, ``list[Sub]`` for ``list[Base]``; an
+        ``Annotated`` type counts as the type it annotates (on both sides). Forms this check
+        cannot judge (protocols, TypedDicts, type variables) are accepted; mypy with the
+        ``jitpc.mypy`` plugin is the strict judge. A handler without a return annotation is
+        accepted unchecked: what it returns is validated against ``R`` at each call anyway.
+
         Raises:
             TypeError: the handler has no parameter annotated with a ``Method[R]`` subclass,
-                or its return annotation is not ``R``; or ``thread=True`` for an async handler.
+                or its return annotation is clearly not ``R`` (``str`` for a model, ``X | None``
+                for ``X``); or ``thread=True`` for an async handler.
             ValueError: the method name is already registered here.
         """
         if handler is None:
@@ -175,21 +194,97 @@ def _inspect_handler(handler: Handler) -> tuple[type[Method[Any]], str, str | No
         )
     if params_type.__pydantic_generic_metadata__["parameters"]:
         raise TypeError(f"handler {what}: {params_type.__name__} is still generic")
+    # get_type_hints strips Annotated; _fits strips it from the result type too.
     expected = params_type.__jitpc_result_type__
-    if "return" in hints:
+    if "return" in hints:  # else unchecked: results are validated at each call anyway
         declared = hints["return"]
-        if declared is None:
-            declared = type(None)
-        if declared != expected and not (
-            isinstance(declared, type)
-            and isinstance(expected, type)
-            and issubclass(declared, expected)
-        ):
+        if typing.get_origin(declared) in _AWAITABLES and not _fits(declared, expected):
+            declared = typing.get_args(declared)[-1]  # a sync def returning an awaitable
+        if not _fits(declared, expected):
             raise TypeError(
                 f"handler {what} returns {type_name(declared)}, but {params_type.__name__} "
                 f"declares the result type {type_name(expected)}"
             )
     return params_type, params_arg, client_arg
+
+
+_UNIONS = (typing.Union, types.UnionType)
+_AWAITABLES = (collections.abc.Awaitable, collections.abc.Coroutine)
+_BOTTOM = (NoReturn, typing.Never)
+# PEP 484's numeric tower, as mypy applies it.
+_PROMOTIONS: dict[type, tuple[type, ...]] = {float: (int,), complex: (int, float)}
+# Generic classes whose type arguments line up with those of their generic bases.
+_STANDARD_MODULES = frozenset({"builtins", "collections", "collections.abc"})
+
+
+def _plain(tp: Any) -> Any:
+    """``tp`` without what does not change its type: Annotated, NewType, type aliases."""
+    while True:
+        if tp is None:
+            return type(None)
+        if typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif isinstance(tp, NewType):
+            tp = tp.__supertype__
+        elif isinstance(tp, typing_extensions.TypeAliasType):
+            tp = tp.__value__
+        else:
+            return tp
+
+
+def _generic(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``tp``'s class and type arguments: ``(list, (int,))``; for pydantic's ``Page[Counter]``,
+    a class of its own, ``(Page, (Counter,))``."""
+    origin = typing.get_origin(tp)
+    if origin is not None:
+        return origin, typing.get_args(tp)
+    meta = getattr(tp, "__pydantic_generic_metadata__", None)
+    if meta and meta["origin"] is not None:
+        return meta["origin"], tuple(meta["args"])
+    return tp, ()
+
+
+def _fits(declared: Any, expected: Any) -> bool:
+    """Whether a handler returning ``declared`` answers for the result type ``expected``:
+    ``declared`` is a subtype, or something this check cannot judge (then mypy will)."""
+    declared, expected = _plain(declared), _plain(expected)
+    if declared == expected or expected in (Any, object) or declared is Any:
+        return True
+    if any(declared is bottom for bottom in _BOTTOM):
+        return True  # a handler that always raises
+    d_origin, e_origin = typing.get_origin(declared), typing.get_origin(expected)
+    if d_origin in _UNIONS:
+        return all(_fits(member, expected) for member in typing.get_args(declared))
+    if e_origin in _UNIONS:
+        return any(_fits(declared, member) for member in typing.get_args(expected))
+    if e_origin is Literal:
+        return d_origin is Literal and set(typing.get_args(declared)) <= set(
+            typing.get_args(expected)
+        )
+    if d_origin is Literal:
+        return all(_fits(type(value), expected) for value in typing.get_args(declared))
+    (d_class, d_args), (e_class, e_args) = _generic(declared), _generic(expected)
+    if not isinstance(d_class, type) or not isinstance(e_class, type):
+        return True  # a type variable, a special form, ...
+    try:
+        if not issubclass(d_class, e_class) and not issubclass(
+            d_class, _PROMOTIONS.get(e_class, ())
+        ):
+            return False
+    except TypeError:
+        return True  # TypedDicts, protocols with data: structural, mypy's to judge
+    if not d_args or not e_args:
+        return True  # a bare list is list[Any]
+    if d_class is not e_class and d_class.__module__ not in _STANDARD_MODULES:
+        return True  # a user's generic subclass: its arguments need not be its base's
+    if e_class is tuple and e_args[-1] is Ellipsis:
+        return all(_fits(arg, e_args[0]) for arg in d_args if arg is not Ellipsis)
+    if d_class is tuple and d_args[-1] is not Ellipsis and len(d_args) != len(e_args):
+        return False  # tuple[int] for tuple[int, int]
+    if len(d_args) != len(e_args):
+        return True
+    # Covariantly even for list and dict: a result is handed over, never written through R.
+    return all(_fits(d, e) for d, e in zip(d_args, e_args, strict=True))
 
 
 class _NoResult:
@@ -217,9 +312,10 @@ def _responder(spec: MethodSpec, params_arg: str, client_arg: str | None) -> Typ
                 name,
                 exc,
             )
+            errors = validation_errors(exc)
             raise InternalError(
-                f"the server's result for {name!r} failed validation",
-                data=validation_errors(exc),
+                f"the server's result for {name!r} failed validation: {first_error(errors)}",
+                data=errors,
             ) from None
 
     async def finish(awaitable: Any) -> Any:
@@ -234,8 +330,9 @@ def _responder(spec: MethodSpec, params_arg: str, client_arg: str | None) -> Typ
         try:
             params = validate({} if raw is None else raw)
         except ValidationError as exc:
+            errors = validation_errors(exc)
             raise InvalidParams(
-                f"invalid params for {name!r}", data=validation_errors(exc)
+                f"invalid params for {name!r}: {first_error(errors)}", data=errors
             ) from None
         if thread:
             return finish(run_in_thread(call, params, client))

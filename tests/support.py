@@ -57,3 +57,18 @@ async def reap(proc: asyncio.subprocess.Process) -> None:
         except ProcessLookupError:
             pass
     await asyncio.wait_for(proc.communicate(), HANG)
+
+
+async def echo_server(server_id: str, **methods: Any) -> Any:
+    """An in-process server (spindown off) whose every client answers ``echo`` and
+    ``methods`` (name -> responder)."""
+    import jitpc
+
+    def on_client(client: jitpc.Client) -> None:
+        client.respond("echo", lambda p: p)
+        for name, fn in methods.items():
+            client.respond(name, fn)
+
+    server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
+    assert server is not None
+    return server

@@ -197,12 +197,21 @@ OPEN: list[tuple[str, Case]] = [
     ),
     ("B15-jsonrpc-1.0", case(b'{"jsonrpc":"1.0","method":"echo","id":3}\n', result(3))),
     ("B15-no-jsonrpc", case(b'{"method":"echo","id":3}\n', result(3))),
-    ("B16-NaN", case(b'{"method":"echo","params":[NaN],"id":4}\n', error(PARSE))),
-    ("B16-Infinity", case(b'{"method":"echo","params":[Infinity],"id":4}\n', error(PARSE))),
-    ("B16--Infinity", case(b'{"method":"echo","params":[-Infinity],"id":4}\n', error(PARSE))),
+    # An unreadable line framed as jitpc or Node frames a request is answered with its id, so
+    # that the request it was fails instead of waiting.
+    ("B16-NaN", case(b'{"method":"echo","params":[NaN],"id":4}\n', error(PARSE, 4))),
+    ("B16-Infinity", case(b'{"method":"echo","params":[Infinity],"id":4}\n', error(PARSE, 4))),
+    ("B16--Infinity", case(b'{"method":"echo","params":[-Infinity],"id":4}\n', error(PARSE, 4))),
     (
         "B17-5000-digits",
-        case(b'{"method":"echo","params":[' + b"1" * 5000 + b'],"id":5}\n', error(PARSE)),
+        case(b'{"method":"echo","params":[' + b"1" * 5000 + b'],"id":5}\n', error(PARSE, 5)),
+    ),
+    (
+        "B17-jitpc-framing",
+        case(
+            b'{"jsonrpc":"2.0","id":"s","method":"echo","params":[' + b"1" * 5000 + b"]}\n",
+            error(PARSE, "s"),
+        ),
     ),
     (
         # Parsed as infinity; written as null, as JSON.stringify does.
@@ -218,12 +227,12 @@ OPEN: list[tuple[str, Case]] = [
         "B19-deep-objects",
         case(b'{"a":' * 100000 + b"1" + b"}" * 100000 + b"\n", error(PARSE), pace=256),
     ),
-    ("B20-invalid-utf8", case(b'{"method":"\xff\xfe","id":7}\n', error(PARSE))),
+    ("B20-invalid-utf8", case(b'{"method":"\xff\xfe","id":7}\n', error(PARSE, 7))),
     (
         "B21-utf16",
         case('{"method":"echo","id":8}'.encode("utf-16-le") + b"\n", error(PARSE)),
     ),
-    ("B22-utf8-surrogate", case(b'{"method":"\xed\xa0\x80","id":9}\n', error(PARSE))),
+    ("B22-utf8-surrogate", case(b'{"method":"\xed\xa0\x80","id":9}\n', error(PARSE, 9))),
     (
         "B23-escaped-lone-surrogate",
         case(
@@ -242,7 +251,7 @@ OPEN: list[tuple[str, Case]] = [
     ("B25-bom", case(b'\xef\xbb\xbf{"method":"echo","id":12}\n', error(PARSE))),
     ("B26-crlf", case(b'{"method":"echo","params":"crlf","id":13}\r\n', result(13, "crlf"))),
     ("B27-blank-lines", case(b"\n   \n\r\n\t\n")),
-    ("B28-raw-control-char", case(b'{"method":"a\x01b","id":14}\n', error(PARSE))),
+    ("B28-raw-control-char", case(b'{"method":"a\x01b","id":14}\n', error(PARSE, 14))),
     (
         "B28-escaped-nul-round-trips",
         case(b'{"method":"echo","params":"a\\u0000b","id":14}\n', result(14, "a\x00b")),

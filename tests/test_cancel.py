@@ -17,7 +17,7 @@ import pytest
 import jitpc
 from jitpc._connection import MAX_IN_FLIGHT
 from rawpeer import raw_peer
-from support import HANG
+from support import HANG, echo_server
 
 
 class Gate:
@@ -43,15 +43,7 @@ class Gate:
         return params
 
 
-async def serve(server_id: str, **methods: Any) -> jitpc.Server:
-    def on_client(client: jitpc.Client) -> None:
-        client.respond("echo", lambda p: p)
-        for name, fn in methods.items():
-            client.respond(name, fn)
-
-    server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
-    assert server is not None
-    return server
+serve = echo_server
 
 
 def cancel_line(id_: Any) -> bytes:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import from_json, to_json
 
-from jitpc import InvalidRequest, MethodNotFound, RemoteError, _protocol
+from jitpc import InvalidRequest, MethodNotFound, ProtocolError, RemoteError, _protocol
 from jitpc._protocol import (
     CANCEL_METHOD,
     MAX_CANCELLED,
@@ -312,6 +312,7 @@ def test_two_peers_through_a_link() -> None:
     a.send_error(id_b, RemoteError("nope", "E_NOPE"))
     [err] = b.receive_data(a.data_to_send())
     assert isinstance(err, ErrorResponse) and err.id == id_b
+    assert isinstance(err.error, RemoteError)
     assert (err.error.message, err.error.code) == ("nope", "E_NOPE")
 
 
@@ -589,3 +590,30 @@ def test_state_follows_eof_and_failure() -> None:
     id_ = other.send_request("m")
     other.data_to_send()
     assert other.cancel(id_) and other.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    ("line", "waiter"),
+    [
+        (b'{"jsonrpc":"2.0","id":1,"result":' + b"1" * 5000 + b"}\n", "w"),  # jitpc's framing
+        (b'{"result":[' + b"[" * 300 + b"]" * 300 + b'],"error":null,"id":1}\n', "w"),  # Node's
+    ],
+)
+def test_an_answer_that_cannot_be_read_fails_the_request_it_answers(
+    line: bytes, waiter: str
+) -> None:
+    peer = Peer()
+    peer.send_request("m", waiter=waiter)
+    peer.data_to_send()
+    (event,) = peer.receive_data(line)
+    assert isinstance(event, ErrorResponse) and event.waiter == waiter
+    assert isinstance(event.error, ProtocolError) and "cannot be read" in str(event.error)
+    assert peer.outstanding == 0 and peer.data_to_send() == b""  # nothing to answer back
+
+
+def test_an_unreadable_request_is_answered_with_its_id() -> None:
+    peer = Peer()
+    (event,) = peer.receive_data(b'{"jsonrpc":"2.0","id":"q","method":"m","params":[NaN]}\n')
+    assert isinstance(event, BadMessage)
+    (reply,) = replies(peer)
+    assert reply["id"] == "q" and reply["error"]["code"] == -32700

@@ -6,11 +6,14 @@ import asyncio
 import datetime
 import enum
 import logging
+import typing
 import uuid
-from typing import assert_type
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, Literal, NoReturn, Optional, assert_type
 
 import pytest
-from pydantic import BaseModel
+import typing_extensions
+from pydantic import BaseModel, ConfigDict, Field
 
 import jitpc
 from support import HANG
@@ -154,11 +157,29 @@ async def test_invalid_params_come_back_as_invalid_params(server_id: str) -> Non
             assert info.value.data == [
                 {"loc": ["key"], "type": "string_type", "msg": "Input should be a valid string"}
             ]
+            # The first error is in the message too: Node jitpc drops data.
+            assert (
+                info.value.message
+                == "invalid params for 'inc': key: Input should be a valid string"
+            )
             with pytest.raises(jitpc.InvalidParams) as missing:
                 await client.request("inc")
             assert [e["type"] for e in missing.value.data] == ["missing"]
-            with pytest.raises(jitpc.InvalidParams):
+            assert missing.value.message == "invalid params for 'inc': key: Field required"
+            with pytest.raises(jitpc.InvalidParams) as not_a_dict:
                 await client.request("inc", ["a"])
+            assert not_a_dict.value.message == (
+                "invalid params for 'inc': Input should be a valid dictionary or instance of Inc"
+            )
+            with pytest.raises(jitpc.InvalidParams) as several:
+                await client.request("echo-rich", {"value": {"nested": {}}})
+            errors = several.value.data
+            assert len(errors) > 2
+            assert several.value.message == (
+                f"invalid params for 'echo-rich': {'.'.join(map(str, errors[0]['loc']))}: "
+                f"{errors[0]['msg']} (+{len(errors) - 1} more)"
+            )
+            assert errors[0]["loc"] == ["value", "when"]
             assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
 
 
@@ -191,6 +212,10 @@ async def test_bad_result_is_an_internal_error_and_logged(
                 with pytest.raises(jitpc.InternalError, match="failed validation") as info:
                     await client.call(Fail(how="bad-result"))
     assert [e["loc"] for e in info.value.data] == [["count"]]
+    assert info.value.message == (
+        "the server's result for 'fail' failed validation: count: Input should be a valid "
+        "integer, unable to parse string as an integer"
+    )
     assert any("does not fit its result type" in r.getMessage() for r in caplog.records)
 
 
@@ -377,3 +402,383 @@ def test_the_known_plain_result_types_stay_bounded() -> None:
         assert not is_awaitable(type("Plain", (), {})())
     finally:
         PLAIN_TYPES.intersection_update(saved)  # leave the other tests a set of normal size
+
+
+# -- Return annotations: what registration accepts -----------------------------------------------
+
+
+class SubCounter(Counter):
+    note: str = ""
+
+
+class Total(jitpc.Method[list[Counter]], method="total"):
+    pass
+
+
+class Circle(BaseModel):
+    kind: Literal["circle"] = "circle"
+    radius: float
+
+
+class Square(BaseModel):
+    kind: Literal["square"] = "square"
+    side: float
+
+
+class Draw(jitpc.Method[Annotated[Circle | Square, Field(discriminator="kind")]], method="draw"):
+    shape: str
+
+
+class Find(jitpc.Method[Counter | None], method="find"):
+    key: str
+
+
+class Ratio(jitpc.Method[float], method="ratio"):
+    pass
+
+
+class Index(jitpc.Method[dict[str, list[Counter]]], method="index"):
+    pass
+
+
+class Pairs(jitpc.Method[tuple[int, ...]], method="pairs"):
+    pass
+
+
+class Pair(jitpc.Method[tuple[int, int]], method="pair"):
+    pass
+
+
+T = typing.TypeVar("T")
+
+
+class Page(BaseModel, typing.Generic[T]):
+    items: list[T]
+
+
+class Browse(jitpc.Method[Page[Counter]], method="browse"):
+    pass
+
+
+class Point(typing_extensions.TypedDict):  # pydantic needs this one before Python 3.12
+    x: int
+
+
+class Where(jitpc.Method[Point], method="where"):
+    pass
+
+
+def total_list(params: Total) -> typing.List[Counter]:  # noqa: UP006
+    return []
+
+
+def total_sub(params: Total) -> list[SubCounter]:
+    return [SubCounter(key="s", count=1, note="extra")]
+
+
+def inc_sub(params: Inc) -> SubCounter:
+    return SubCounter(key=params.key, count=1)
+
+
+def draw_circle(params: Draw) -> Circle:
+    return Circle(radius=1)
+
+
+async def draw_either(params: Draw) -> Circle | Square:
+    return Square(side=2) if params.shape == "square" else Circle(radius=1)
+
+
+def draw_annotated(params: Draw) -> Annotated[Circle | Square, Field(discriminator="kind")]:
+    return Circle(radius=1)
+
+
+def find_some(params: Find) -> Counter:
+    return Counter(key=params.key, count=1)
+
+
+def find_none(params: Find) -> None:
+    return None
+
+
+def find_optional(params: Find) -> Optional[SubCounter]:  # noqa: UP045
+    return None
+
+
+def ratio_int(params: Ratio) -> int:
+    return 1
+
+
+def index_sub(params: Index) -> dict[str, list[SubCounter]]:
+    return {}
+
+
+def pairs_fixed(params: Pairs) -> tuple[int, int]:
+    return (1, 2)
+
+
+def browse_sub(params: Browse) -> Page[SubCounter]:
+    return Page[SubCounter](items=[])
+
+
+def where_dict(params: Where) -> dict[str, Any]:
+    return {"x": 1}
+
+
+def inc_any(params: Inc) -> Any:
+    return Counter(key=params.key, count=1)
+
+
+def inc_never(params: Inc) -> NoReturn:
+    raise jitpc.RPCError(-32001, "no")
+
+
+def inc_unannotated(params: Inc):  # type: ignore[no-untyped-def]  # unchecked, validated per call
+    return Counter(key=params.key, count=1)
+
+
+def inc_awaitable(params: Inc) -> Awaitable[Counter]:
+    return find_async(params)
+
+
+async def find_async(params: Inc) -> SubCounter:
+    return SubCounter(key=params.key, count=1)
+
+
+ACCEPTED: list[Callable[..., object]] = [
+    total_list,
+    total_sub,
+    inc_sub,
+    draw_circle,
+    draw_either,
+    draw_annotated,
+    find_some,
+    find_none,
+    find_optional,
+    ratio_int,
+    index_sub,
+    pairs_fixed,
+    browse_sub,
+    where_dict,
+    inc_any,
+    inc_never,
+    inc_unannotated,
+    inc_awaitable,
+]
+
+
+@pytest.mark.parametrize("handler", ACCEPTED, ids=lambda h: h.__name__)
+def test_registration_accepts_compatible_return_types(handler: Callable[..., object]) -> None:
+    router = jitpc.Router()
+    router.add_method(handler)
+    assert len(router.methods) == 1
+
+
+def inc_str(params: Inc) -> str:
+    return ""
+
+
+def inc_maybe(params: Inc) -> Counter | None:
+    return None
+
+
+def inc_none(params: Inc) -> None:
+    return None
+
+
+def total_strings(params: Total) -> list[str]:
+    return []
+
+
+def total_one(params: Total) -> Counter:
+    raise NotImplementedError
+
+
+def total_sequence(params: Total) -> Sequence[Counter]:
+    return []
+
+
+def whoami_float(params: Whoami) -> float:
+    return 0.5
+
+
+def log_counter(params: Log) -> Counter:
+    raise NotImplementedError
+
+
+def pair_short(params: Pair) -> tuple[int]:
+    return (1,)
+
+
+async def draw_text(params: Draw) -> str:
+    return ""
+
+
+def browse_strings(params: Browse) -> Page[str]:
+    raise NotImplementedError
+
+
+REJECTED: list[tuple[Callable[..., object], str]] = [
+    (inc_str, "returns str, but Inc declares the result type Counter"),
+    (inc_maybe, r"returns Counter \| None, but Inc declares the result type Counter"),
+    (inc_none, "returns None, but Inc declares"),
+    (total_strings, r"returns list\[str\], but Total declares the result type list\[Counter\]$"),
+    (total_one, "returns Counter, but Total"),
+    (total_sequence, r"returns Sequence\[Counter\], but Total"),
+    (whoami_float, "returns float, but Whoami declares the result type int"),
+    (log_counter, "returns Counter, but Log declares the result type None"),
+    (pair_short, r"returns tuple\[int\], but Pair"),
+    (draw_text, r"returns str, but Draw declares the result type Circle \| Square$"),
+    (browse_strings, r"returns Page\[str\], but Browse declares the result type Page\[Counter\]$"),
+]
+
+
+@pytest.mark.parametrize(
+    ("handler", "message"), REJECTED, ids=[handler.__name__ for handler, _ in REJECTED]
+)
+def test_registration_rejects_clear_mismatches(
+    handler: Callable[..., object], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        jitpc.Router().add_method(handler)
+
+
+async def test_compatible_handlers_answer_with_the_result_type(server_id: str) -> None:
+    async with asyncio.timeout(HANG):
+        server = await jitpc.listen(server_id, spindown=False)
+        assert server is not None
+        for handler in (total_sub, draw_either, find_optional, ratio_int, inc_awaitable):
+            server.add_method(handler)
+        async with server, jitpc.connect(server_id) as client:
+            # SubCounter's extra field goes on the wire; Counter ignores it.
+            assert await client.call(Total()) == [Counter(key="s", count=1)]
+            assert await client.call(Draw(shape="square")) == Square(side=2)
+            assert await client.call(Draw(shape="circle")) == Circle(radius=1)
+            assert await client.call(Find(key="a")) is None
+            assert await client.call(Ratio()) == 1.0
+            assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
+
+
+# -- Params evolve safely: unknown params fields are refused, unknown result fields ignored -----
+
+
+class IncV2(jitpc.Method[Counter], method="inc"):
+    """A newer client's Inc: the server's Inc does not know ``by``."""
+
+    key: str
+    by: int = 1
+
+
+class Lenient(jitpc.Method[Counter], method="lenient"):
+    model_config = ConfigDict(extra="ignore")
+    key: str
+
+
+class Open(jitpc.Method[Counter], method="open"):
+    model_config = ConfigDict(extra="allow")
+    key: str
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str
+
+
+class EchoInc(jitpc.Method[Inc], method="echo-inc"):
+    """A params model as a result type: it ignores unknown fields there."""
+
+    value: Inc
+
+
+class EchoIncs(jitpc.Method[list[Inc]], method="echo-incs"):
+    pass
+
+
+class GetStrict(jitpc.Method[Strict], method="get-strict"):
+    pass
+
+
+async def test_unknown_params_fields_are_invalid_params(server_id: str) -> None:
+    async with asyncio.timeout(HANG):
+        async with await typed_server(server_id), jitpc.connect(server_id) as client:
+            with pytest.raises(jitpc.InvalidParams) as info:
+                await client.call(IncV2(key="a", by=2))
+            assert info.value.code == -32602
+            assert info.value.data == [
+                {"loc": ["by"], "type": "extra_forbidden", "msg": "Extra inputs are not permitted"}
+            ]
+            assert info.value.message == (
+                "invalid params for 'inc': by: Extra inputs are not permitted"
+            )
+            with pytest.raises(jitpc.InvalidParams) as untyped:
+                await client.request("inc", {"key": "a", "x": 1, "y": 2})
+            assert [(e["loc"], e["type"]) for e in untyped.value.data] == [
+                (["x"], "extra_forbidden"),
+                (["y"], "extra_forbidden"),
+            ]
+            assert untyped.value.message.endswith("x: Extra inputs are not permitted (+1 more)")
+            # Nothing ran.
+            assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
+
+
+async def test_a_params_model_may_ignore_or_allow_unknown_fields(server_id: str) -> None:
+    seen: list[dict[str, Any] | None] = []
+    async with asyncio.timeout(HANG):
+        server = await typed_server(server_id)
+
+        @server.method
+        def lenient(params: Lenient) -> Counter:
+            seen.append(params.model_extra)
+            return Counter(key=params.key, count=0)
+
+        @server.method
+        def open_(params: Open) -> Counter:
+            seen.append(params.model_extra)
+            return Counter(key=params.key, count=len(params.model_extra or {}))
+
+        async with server, jitpc.connect(server_id) as client:
+            assert await client.request("lenient", {"key": "a", "new": 1}) == {
+                "key": "a",
+                "count": 0,
+            }
+            assert await client.request("open", {"key": "a", "new": 1}) == {"key": "a", "count": 1}
+            # A model that allows extras sends them too.
+            assert await client.call(Open(key="b", more="x")) == Counter(key="b", count=1)  # type: ignore[call-arg]
+    assert seen == [None, {"new": 1}, {"more": "x"}]
+
+
+async def test_results_with_unknown_fields_validate(server_id: str) -> None:
+    def newer_server(client: jitpc.Client) -> None:
+        client.respond("inc", lambda params: {"key": params["key"], "count": 1, "added": True})
+        client.respond("echo-inc", lambda params: {**params["value"], "added": True})
+        client.respond("echo-incs", lambda params: [{"key": "a", "added": 1}, {"key": "b"}])
+        client.respond("get-strict", lambda params: {"key": "a", "added": True})
+
+    async with asyncio.timeout(HANG):
+        server = await jitpc.listen(server_id, on_client=newer_server, spindown=False)
+        assert server is not None
+        async with server, jitpc.connect(server_id) as client:
+            assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
+            # A Method model inside a result ignores them too...
+            echoed = await client.call(EchoInc(value=Inc(key="k")))
+            assert echoed == Inc(key="k") and type(echoed) is Inc
+            assert await client.call(EchoIncs()) == [Inc(key="a"), Inc(key="b")]
+            # ... while a result model that forbids them says so.
+            with pytest.raises(jitpc.ResultValidationError) as info:
+                await client.call(GetStrict())
+            assert [e["type"] for e in info.value.errors] == ["extra_forbidden"]
+    # As params, Inc still refuses them.
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        Inc.model_validate({"key": "a", "added": True})
+
+
+async def test_a_handler_result_with_unknown_fields_validates(server_id: str) -> None:
+    async with asyncio.timeout(HANG):
+        server = await jitpc.listen(server_id, spindown=False)
+        assert server is not None
+
+        @server.method
+        def echo_inc(params: EchoInc) -> Inc:
+            return {**params.value.model_dump(), "added": True}  # type: ignore[return-value]
+
+        async with server, jitpc.connect(server_id) as client:
+            assert await client.call(EchoInc(value=Inc(key="k"))) == Inc(key="k")

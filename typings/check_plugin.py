@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel
 
 import jitpc
@@ -13,6 +15,18 @@ class Counter(BaseModel):
 
 class Inc(jitpc.Method[Counter], method="inc"):
     key: str
+
+
+class Total(jitpc.Method[list[Counter]]):
+    pass
+
+
+class Find(jitpc.Method[Counter | None], method="find"):
+    key: str
+
+
+class Count(jitpc.Method[int], method="count"):
+    pass
 
 
 def check_handler_results(server: jitpc.Server, router: jitpc.Router) -> None:
@@ -52,3 +66,44 @@ def check_thread_handlers_and_add_method(server: jitpc.Server, router: jitpc.Rou
     server.add_method(plain)  # type: ignore[jitpc-method]
     router.add_method(plain, name="other")  # type: ignore[jitpc-method]
     server.add_method(blocking, name="again", thread=True)
+
+
+def check_clear_mismatches(server: jitpc.Server, router: jitpc.Router) -> None:
+    @server.method  # type: ignore[jitpc-method]
+    def maybe(params: Inc) -> Counter | None:  # None is not a Counter
+        return None
+
+    @server.method  # type: ignore[jitpc-method]
+    def strings(params: Total) -> list[str]:
+        return []
+
+    @router.method  # type: ignore[jitpc-method]
+    def one(params: Total) -> Counter:
+        raise NotImplementedError
+
+    @router.method  # type: ignore[jitpc-method]
+    def wider(params: Total) -> Sequence[Counter]:  # a supertype, not a subtype
+        return []
+
+    @router.method  # type: ignore[jitpc-method]
+    def text(params: Find) -> str:
+        return ""
+
+    @router.method  # type: ignore[jitpc-method]
+    def ratio(params: Count) -> float:
+        return 0.5
+
+    @router.method  # type: ignore[jitpc-method]
+    def count_text(params: Count) -> list[int]:
+        return []
+
+    async def late(params: Inc) -> str:
+        return ""
+
+    server.add_method(late)  # type: ignore[jitpc-method]
+    register = router.method(thread=True)
+
+    def wrong(params: Inc) -> None:
+        return None
+
+    register(wrong)  # type: ignore[jitpc-method]
