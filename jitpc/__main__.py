@@ -11,8 +11,14 @@ server. Commands::
     jitpc discover ID                     print the server's OpenRPC document (rpc.discover)
 
 ``PARAMS_JSON`` is one JSON value (``-`` reads it from stdin); without it the message has no
-params. Results go to stdout as one line of strict JSON (``--pretty`` indents them). A remote
-error goes to stderr as its JSON error object (``message``, ``code``, ``data``, ``stack``).
+params. It must be UTF-8 and strict JSON, nest at most 200 levels deep (each array or object is
+a level, and so is a value inside the innermost: ``[[1]]`` has 3), hold no integer over 4,300
+digits (that much a jitpc server reads) and no number beyond float range; anything else is a
+usage error (exit 64) with a one-line message. Results go to stdout as one
+line of strict JSON (``--pretty`` indents them; a number beyond float range in an answer is
+written ``null``). A remote error goes to stderr as its JSON error object (``message``,
+``code``, ``data``, ``stack``); Node's code-less ``Unknown method: NAME`` is read as
+``MethodNotFound``, so it is printed with ``"code": -32601``.
 
 Connecting: by default the command tries the server's socket once (``connect_timeout=0``) and
 fails at once if nothing answers. ``--wait`` retries with jitpc's back-off (about 7 s), for a
@@ -23,18 +29,25 @@ passes, the command drops the connection (a jitpc server then cancels the reques
 
 ``ping`` sends ``rpc.ping``: any answer, even an error (a Node jitpc server has no
 ``rpc.ping``), means alive. ``status`` prints the ``rpc.status`` result; for a server without
-it (Node jitpc) it prints ``{"id", "socket", "alive": true, "status": null}`` and a note on
-stderr, and still exits 0.
+it (it answers ``MethodNotFound``, as Node jitpc does) it prints ``{"id", "socket", "alive":
+true, "status": null}`` and a note on stderr, and still exits 0. ``discover`` against such a
+server prints nothing on stdout, the sentence ``jitpc: the server for 'ID' has no method
+rpc.discover (a Node jitpc server, probably)`` on stderr, and exits 1.
+
+An unknown option after a command is reported with that command's usage (exit 64).
 
 Exit codes:
     0   success (``ping``: a server answered)
-    1   the server answered with an error (``call``, ``discover``)
+    1   the server answered with an error (``call``, ``discover``; ``status`` unless it is
+        that the server has no ``rpc.status``)
     2   no server answered (nothing listens at the id's socket, or it refused us)
     3   the connection closed, or the server broke the protocol, before the answer came
         (a request may or may not have run)
     4   timed out: ``--timeout`` passed first (a request may or may not have run)
     64  usage error: bad arguments, invalid params JSON, unusable id (EX_USAGE)
     130 interrupted
+    141 stdout was closed before all the output was written (``| head -c 1``), as a
+        process killed by SIGPIPE reports it
 """
 
 from __future__ import annotations
@@ -45,12 +58,13 @@ import json
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Any, NoReturn
 
 import jitpc
 
+from . import _protocol
 from ._connect import CONNECT_TIMEOUT
 from ._paths import address
 from ._protocol import reject_constant
@@ -63,16 +77,19 @@ EXIT_CLOSED = 3
 EXIT_TIMEOUT = 4
 EXIT_USAGE = 64
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
 
 EPILOG = f"""\
 exit codes:
   0    success (ping: a server answered)
   1    the server answered with an error; its JSON error object is on stderr
+       (discover, from a server without rpc.discover such as Node jitpc: a sentence)
   2    no server answered
   3    the connection closed (or the server broke the protocol) before the answer came
   4    timed out: --timeout passed before the answer came
   64   usage error: bad arguments, invalid params JSON, unusable id
   130  interrupted
+  141  stdout was closed before all the output was written (as by SIGPIPE)
 
 The server's socket is tried once by default; --wait retries with jitpc's back-off for
 ~{CONNECT_TIMEOUT:.1f} s, --connect-timeout S for S seconds (it wins over --wait).
@@ -84,6 +101,10 @@ class UsageError(Exception):
     """Bad input from the command line: exit 64."""
 
 
+class StdoutClosed(Exception):
+    """Nothing reads stdout any more (``jitpc status ID | head -c 1``): exit 141."""
+
+
 class TimedOut(Exception):
     """``--timeout`` passed before the command was done: exit 4."""
 
@@ -93,11 +114,27 @@ class TimedOut(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error exits 64 (argparse's own 2 means "no server" here)."""
+    """argparse, but a usage error exits 64 (argparse's own 2 means "no server" here), and
+    an unknown option is reported by the subcommand it follows, with that one's usage."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_command_line(self, argv: list[str]) -> argparse.Namespace:
+        args, extra = self.parse_known_args(argv)
+        if extra:
+            # argparse collects a subcommand's unknown options for the top level to report,
+            # with the top-level usage: let the subcommand parse its own part again instead.
+            # The top level has no option taking a value, so the first match is the command.
+            command = self.commands[args.command]
+            command.parse_args(argv[argv.index(args.command) + 1 :])
+            self.error(f"unrecognized arguments: {' '.join(extra)}")  # they came before it
+        return args
 
 
 def _seconds(text: str) -> float:
@@ -110,7 +147,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     common = _Parser(add_help=False)
     common.add_argument("id", metavar="ID", help="the server's jitpc id")
     common.add_argument(
@@ -152,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, help: str, *parents: _Parser) -> None:
-        commands.add_parser(
+        parser.commands[name] = commands.add_parser(
             name,
             help=help,
             description=help,
@@ -171,22 +208,88 @@ def _parser() -> argparse.ArgumentParser:
         pretty,
     )
     add("where", "print the socket and lock paths, and whether a server listens")
-    add("discover", "print the server's OpenRPC document (the rpc.discover result)", pretty)
+    add(
+        "discover",
+        "print the server's OpenRPC document (the rpc.discover result); a server without it "
+        "(Node jitpc) gives a sentence on stderr and exit 1",
+        pretty,
+    )
     return parser
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
+def _out(text: str) -> None:
+    try:
+        print(text, flush=True)  # flushed here: at exit, EPIPE would be a traceback
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
+def _err(text: str) -> None:
+    if sys.stderr is not None:  # None if started with stderr closed: print() would use stdout
+        print(text, file=sys.stderr)
+
+
+#: What the CLI sends at most: what a jitpc server reads ("Bad input, decided" in the README),
+#: 200 levels of nesting under the message object and integers of 4,300 digits (Python's
+#: limit for int(str)).
+MAX_DEPTH = _protocol.MAX_DEPTH - 1  # params sit under the message object
+MAX_INT_DIGITS = 4300
+
+
+def _utf8(text: str, what: str) -> str:
+    # Bytes that are not UTF-8 reach argv as lone surrogates (surrogateescape): they would go
+    # on the wire as "\udcff" escapes, not as what was typed.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8") from None
+    return text
+
+
+def _stdin() -> str:
+    if sys.stdin is None:  # started with stdin closed
+        raise UsageError("PARAMS_JSON is '-', but there is no stdin to read it from")
+    buffer = getattr(sys.stdin, "buffer", None)
+    try:
+        if buffer is None:
+            return _utf8(sys.stdin.read(), "PARAMS_JSON on stdin")
+        data = buffer.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read PARAMS_JSON from stdin: {exc.strerror or exc}") from None
+    try:
+        return str(data.decode())  # strict: no encoded surrogates either, as on the wire
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"PARAMS_JSON on stdin is not valid UTF-8 ({exc.reason} at offset {exc.start})"
+        ) from None
+
+
 def _params(text: str | None) -> Any:
     if text is None:
         return None
-    if text == "-":
-        text = sys.stdin.read()
+    text = _stdin() if text == "-" else _utf8(text, "PARAMS_JSON")
+    if not text.strip(" \t\n\r"):
+        raise UsageError("PARAMS_JSON is not valid JSON: it is empty")
+    if text.startswith("\ufeff"):  # json's own message suggests a Python codec
+        raise UsageError("PARAMS_JSON is not valid JSON: it starts with a byte order mark")
+    too_deep = UsageError(
+        f"PARAMS_JSON nests deeper than {MAX_DEPTH} levels, jitpc's limit (a value inside "
+        "the innermost array or object is a level too: [[1]] has 3)"
+    )
     try:
-        return json.loads(text, parse_constant=reject_constant, parse_float=_finite_float)
+        value = json.loads(
+            text, parse_constant=reject_constant, parse_float=_finite_float, parse_int=_int
+        )
+    except RecursionError:  # deeper than the parser's stack, so deeper than MAX_DEPTH
+        raise too_deep from None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
-        raise UsageError(f"PARAMS_JSON is not valid JSON: {exc}") from exc
+        raise UsageError(f"PARAMS_JSON is not valid JSON: {exc}") from None
+    if _too_deep(value):
+        raise too_deep
+    return value
 
 
 def _finite_float(text: str) -> float:
@@ -197,23 +300,60 @@ def _finite_float(text: str) -> float:
     return number
 
 
+def _int(text: str) -> int:
+    # Checked before int(), whose error for a long one suggests sys.set_int_max_str_digits().
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise UsageError(
+            f"PARAMS_JSON holds an integer of {digits:,} digits; jitpc sends at most "
+            f"{MAX_INT_DIGITS:,}"
+        )
+    return int(text)
+
+
+def _too_deep(value: Any) -> bool:
+    # Levels as pydantic's parser counts them: every value is one, the innermost too.
+    pending = [(value, 1)]
+    while pending:  # no recursion: the value may be nested nearly as deep as the stack
+        item, level = pending.pop()
+        if level > MAX_DEPTH:
+            return True
+        if isinstance(item, dict | list):
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, level + 1) for child in children)
+    return False
+
+
 def _check(args: argparse.Namespace) -> None:
-    """Validate the id and parse the params before any I/O."""
+    """Validate the id, method and params before any I/O."""
     try:
         address(args.id)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    if hasattr(args, "params"):
+    if hasattr(args, "method"):
+        # A request with method "" is read as a response (Node tests its truthiness): it
+        # would never be answered.
+        if not _utf8(args.method, "METHOD"):
+            raise UsageError("METHOD must not be empty")
         args.params = _params(args.params)
 
 
-def _nonfinite(value: Any, replace: Callable[[float], Any]) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return replace(value)
-    if isinstance(value, dict):
-        return {key: _nonfinite(item, replace) for key, item in value.items()}
+def _nulled(value: Any) -> Any:
+    """``value`` with its non-finite floats replaced by ``None``."""
+    # Loops, not comprehensions: one frame a level (a comprehension is a second one in 3.11),
+    # for an answer nested as deep as the receiving parser allowed.
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, list):
-        return [_nonfinite(item, replace) for item in value]
+        items = []
+        for item in value:
+            items.append(_nulled(item))
+        return items
+    if isinstance(value, dict):
+        members = {}
+        for key, item in value.items():
+            members[key] = _nulled(item)
+        return members
     return value
 
 
@@ -225,7 +365,7 @@ def _dumps(value: Any, pretty: bool) -> str:
     try:
         return json.dumps(value, allow_nan=False, **options)
     except ValueError:
-        return json.dumps(_nonfinite(value, lambda number: None), **options)
+        return json.dumps(_nulled(value), **options)
 
 
 def _connect_timeout(args: argparse.Namespace) -> float:
@@ -296,7 +436,7 @@ async def _alive(args: argparse.Namespace) -> None:
 async def _call(args: argparse.Namespace) -> int:
     async with _session(args) as client:
         result = await client.request(args.method, args.params)
-    print(_dumps(result, args.pretty))
+    _out(_dumps(result, args.pretty))
     return EXIT_OK
 
 
@@ -311,34 +451,36 @@ async def _ping(args: argparse.Namespace) -> int:
     try:
         await _alive(args)
     except TimedOut:
-        print("timed out")
+        _out("timed out")
         raise
     except (jitpc.ConnectError, jitpc.ClosedError, jitpc.ProtocolError) as exc:
-        print("no server")
+        _out("no server")
         why = _no_server(exc, args) if isinstance(exc, jitpc.ConnectError) else f"jitpc: {exc}"
-        print(why, file=sys.stderr)
+        _err(why)
         return EXIT_NO_SERVER
-    print("alive")
+    _out("alive")
     return EXIT_OK
+
+
+def _lacks(args: argparse.Namespace, method: str) -> str:
+    return (
+        f"jitpc: the server for {args.id!r} has no method {method} (a Node jitpc server, probably)"
+    )
 
 
 async def _status(args: argparse.Namespace) -> int:
     async with _session(args) as client:
         try:
             status = await client.request("rpc.status")
-        except jitpc.RemoteError as exc:
-            print(
-                f"jitpc: the server for {args.id!r} answers but does not answer rpc.status "
-                f"(a Node jitpc server, probably): {exc}",
-                file=sys.stderr,
-            )
+        except jitpc.MethodNotFound:
+            _err(f"{_lacks(args, 'rpc.status')}; its status is null")
             status = {
                 "id": args.id,
                 "socket": address(args.id).socket,
                 "alive": True,
                 "status": None,
             }
-    print(_dumps(status, args.pretty))
+    _out(_dumps(status, args.pretty))
     return EXIT_OK
 
 
@@ -353,9 +495,9 @@ async def _where(args: argparse.Namespace) -> int:
     except TimedOut as exc:
         timed_out = exc
         state = "not answering" if exc.connected else "not listening"
-    print(f"socket: {paths.socket}")
-    print(f"lock:   {paths.lock}")
-    print(f"server: {state}")
+    _out(f"socket: {paths.socket}")
+    _out(f"lock:   {paths.lock}")
+    _out(f"server: {state}")
     if timed_out is not None:
         raise timed_out
     return EXIT_OK
@@ -363,8 +505,12 @@ async def _where(args: argparse.Namespace) -> int:
 
 async def _discover(args: argparse.Namespace) -> int:
     async with _session(args) as client:
-        document = await client.request("rpc.discover")
-    print(_dumps(document, args.pretty))
+        try:
+            document = await client.request("rpc.discover")
+        except jitpc.MethodNotFound:
+            _err(_lacks(args, "rpc.discover"))
+            return EXIT_REMOTE_ERROR
+    _out(_dumps(document, args.pretty))
     return EXIT_OK
 
 
@@ -382,34 +528,41 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         return await COMMANDS[args.command](args)
     except jitpc.RemoteError as exc:
-        print(_dumps(exc.to_wire(), False), file=sys.stderr)
+        _err(_dumps(exc.to_wire(), False))
         return EXIT_REMOTE_ERROR
     except jitpc.ConnectError as exc:
-        print(_no_server(exc, args), file=sys.stderr)
+        _err(_no_server(exc, args))
         return EXIT_NO_SERVER
     except (jitpc.ClosedError, jitpc.ProtocolError) as exc:
-        print(f"jitpc: {exc}", file=sys.stderr)
+        _err(f"jitpc: {exc}")
         return EXIT_CLOSED
     except TimedOut as exc:
-        print(f"jitpc: {exc}", file=sys.stderr)
+        _err(f"jitpc: {exc}")
         return EXIT_TIMEOUT
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``jitpc`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_command_line(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # --help, --version, usage errors: return the code, don't exit
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
     try:
         _check(args)
     except UsageError as exc:
-        print(f"jitpc: {exc}", file=sys.stderr)
+        _err(f"jitpc: {exc}")
         return EXIT_USAGE
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except StdoutClosed:
+        stdout = sys.stdout
+        if stdout is sys.__stdout__ and stdout is not None:  # not one a caller swapped in
+            # What is left in its buffer would fail again when Python flushes it at exit.
+            with suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Every error jitpc raises on purpose derives from :class:`JitpcError`::
         ├── RPCError                               raised by a handler to choose its error code
         ├── ParseError        -32700
         ├── InvalidRequest    -32600
-        ├── MethodNotFound    -32601
+        ├── MethodNotFound    -32601  (and Node's code-less "Unknown method: NAME")
         ├── InvalidParams     -32602
         ├── InternalError     -32603
         └── RequestCancelled  -32800
@@ -39,6 +39,10 @@ __all__ = [
     "RequestCancelled",
     "ResultValidationError",
 ]
+
+
+#: How Node jitpc 2.x begins the message of its (code-less) error for an unknown method.
+_NODE_UNKNOWN_METHOD = "Unknown method: "
 
 
 class JitpcError(Exception):
@@ -134,7 +138,12 @@ class RemoteError(JitpcError):
 
     @staticmethod
     def from_wire(error: object) -> RemoteError:
-        """Build the error for a wire error object, choosing the subclass by its ``code``."""
+        """Build the error for a wire error object, choosing the subclass by its ``code``.
+
+        Node jitpc answers a request for a method it lacks with no code, only the message
+        ``Unknown method: NAME`` (and a stack): such an error is a :class:`MethodNotFound`
+        too, its ``code`` -32601 (the class's), its message and stack as sent.
+        """
         if not isinstance(error, Mapping):
             return RemoteError(f"malformed error object: {error!r}", data=error)
         message = error.get("message")
@@ -142,7 +151,12 @@ class RemoteError(JitpcError):
             message = "" if message is None else repr(message)
         code = error.get("code")
         stack = error.get("stack")
-        cls = _BY_CODE.get(code, RemoteError) if type(code) is int else RemoteError
+        if type(code) is int:
+            cls = _BY_CODE.get(code, RemoteError)
+        elif code is None and message.startswith(_NODE_UNKNOWN_METHOD):
+            cls = MethodNotFound
+        else:
+            cls = RemoteError
         return cls(
             message,
             code,
@@ -195,7 +209,12 @@ class InvalidRequest(RemoteError):
 
 
 class MethodNotFound(RemoteError):
-    """The peer has no responder for the method (JSON-RPC -32601)."""
+    """The peer has no responder for the method (JSON-RPC -32601).
+
+    Also what a Node jitpc server's code-less ``Unknown method: NAME`` error becomes; its
+    ``code`` is -32601 all the same, so a handler that lets it propagate sends a Node client
+    ``{"message": "Unknown method: NAME", "code": -32601, "stack": ...}``.
+    """
 
     CODE = -32601
 

@@ -192,7 +192,8 @@ def _guess(line: bytes | bytearray) -> tuple[str, Any]:
     return ("request" if field == b"method" else "response"), id_
 
 
-#: The deepest nesting read, as pydantic's parser counts it (the message object is 1).
+#: The deepest nesting read, as pydantic's parser counts it: the message object is level 1,
+#: and every value inside a level is the next one, scalars too (``[[1]]`` has 3).
 MAX_DEPTH: Final = 201
 
 
@@ -202,15 +203,12 @@ def _too_deep(value: Any) -> bool:
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if type(node) is dict:
-            children: Any = node.values()
-        elif type(node) is list:
-            children = node
-        else:
-            continue
         if depth > MAX_DEPTH:
-            return True
-        stack.extend((child, depth + 1) for child in children)
+            return True  # (a scalar is a level too, as pydantic counts)
+        if type(node) is dict:
+            stack.extend((child, depth + 1) for child in node.values())
+        elif type(node) is list:
+            stack.extend((child, depth + 1) for child in node)
     return False
 
 

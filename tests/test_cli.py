@@ -5,7 +5,9 @@ and npm are on PATH."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
 import shutil
 import socket
 import sys
@@ -33,7 +35,7 @@ class Run:
     err: str
 
 
-async def jitpc(*args: str, stdin: bytes | None = None) -> Run:
+async def jitpc(*args: str | bytes, stdin: bytes | None = None) -> Run:
     """Run ``python -m jitpc ARGS`` with this test's TMPDIR; wait for it, bounded by HANG."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -386,7 +388,31 @@ async def test_status_of_a_server_without_rpc_status(server_id: str, jitpc_tmpdi
         "alive": True,
         "status": None,
     }
-    assert "does not answer rpc.status (a Node jitpc server, probably)" in run.err
+    assert run.err == (
+        f"jitpc: the server for {server_id!r} has no method rpc.status (a Node jitpc server, "
+        "probably); its status is null\n"
+    )
+
+
+async def test_discover_of_a_server_without_rpc_discover(server_id: str) -> None:
+    reply = '"error":{"message":"Unknown method: rpc.discover"}'  # Node's, no code
+    async with raw_server(server_id, reply) as server:
+        run = await jitpc("discover", server_id)
+        assert await next_line(server) == '"rpc.discover"'
+    assert (run.code, run.out) == (1, "")
+    assert run.err == (
+        f"jitpc: the server for {server_id!r} has no method rpc.discover (a Node jitpc server, "
+        "probably)\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["status", "discover"])
+async def test_status_and_discover_failing_otherwise_exit_1(server_id: str, command: str) -> None:
+    # Only a missing method gets the sentence (and status its fallback): not any error.
+    async with raw_server(server_id, '"error":{"message":"busy","code":"E_BUSY"}'):
+        run = await jitpc(command, server_id)
+    assert (run.code, run.out) == (1, "")
+    assert strict_json(run.err) == {"message": "busy", "code": "E_BUSY"}
 
 
 async def test_status_without_a_server_exits_2(server_id: str) -> None:
@@ -402,7 +428,16 @@ async def test_ping_and_status_against_node(node_modules: Path, server_id: str) 
         status = await jitpc("status", "--timeout", "60", server_id)
         assert status.code == 0
         assert strict_json(status.out)["status"] is None
-        assert "Unknown method: rpc.status" in status.err
+        assert status.err == (
+            f"jitpc: the server for {server_id!r} has no method rpc.status (a Node jitpc "
+            "server, probably); its status is null\n"
+        )
+        discover = await jitpc("discover", "--pretty", server_id)
+        assert (discover.code, discover.out) == (1, "")
+        assert discover.err == (
+            f"jitpc: the server for {server_id!r} has no method rpc.discover (a Node jitpc "
+            "server, probably)\n"
+        )
         where = await jitpc("where", server_id)
         assert where.out.splitlines()[-1] == "server: listening"
         assert server.returncode is None
@@ -411,14 +446,19 @@ async def test_ping_and_status_against_node(node_modules: Path, server_id: str) 
 # -- strict JSON ---------------------------------------------------------------------------------
 
 
-async def test_numbers_beyond_float_range_print_as_strict_json(server_id: str) -> None:
+@pytest.mark.parametrize("command", ["call", "status", "discover"])
+async def test_numbers_beyond_float_range_print_as_strict_json(
+    server_id: str, command: str
+) -> None:
     # Read as infinity (as JSON.parse does), written null (as JSON.stringify does).
     result = '[1e400,-1e400,{"x":[1e999]},1.5]'
+    method = ["m"] if command == "call" else []
     async with raw_server(server_id, f'"result":{result}'):
         for pretty in ([], ["--pretty"]):
-            run = await jitpc("call", *pretty, server_id, "m")
-            assert run.code == 0, run
+            run = await jitpc(command, *pretty, server_id, *method)
+            assert (run.code, run.err) == (0, ""), run
             assert strict_json(run.out) == [None, None, {"x": [None]}, 1.5]
+            assert run.out.startswith("[\n  null,") if pretty else run.out.count("\n") == 1
     error = '"error":{"message":"big","code":1,"data":[1e400]}'
     async with raw_server(server_id, error):
         failed = await jitpc("call", server_id, "m")
@@ -430,3 +470,230 @@ async def test_params_beyond_float_range_exit_64(server_id: str) -> None:
     run = await jitpc("call", server_id, "echo", "[1, 1e400]")
     assert (run.code, run.out) == (64, "")
     assert "1e400, beyond the range of a float" in run.err
+
+
+# -- params that cannot be sent ------------------------------------------------------------------
+
+DEEP = (
+    "PARAMS_JSON nests deeper than 200 levels, jitpc's limit (a value inside the innermost "
+    "array or object is a level too: [[1]] has 3)"
+)
+#: Messages that point at a remedy this command has no way to use.
+USELESS_HINTS = ("set_int_max_str_digits", "utf-8-sig", "--wait", "Traceback")
+
+
+def one_line_usage_error(code: int, err: str) -> str:
+    """The message of a usage error: exit 64 and one line on stderr, no traceback."""
+    assert code == 64, err
+    assert err.startswith("jitpc: ") and err.count("\n") == 1, err
+    for hint in USELESS_HINTS:
+        assert hint not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ("[" * 100_000, DEEP),  # json.loads would raise RecursionError
+        ('{"a":' * 100_000, DEEP),
+        ("[" * 201 + "]" * 201, DEEP),
+        ("[" * 200 + "1" + "]" * 200, DEEP),  # the 1 is level 201
+        ('{"a":' * 199 + "[{}]" + "}" * 199, DEEP),
+        ("1" * 4301, "PARAMS_JSON holds an integer of 4,301 digits; jitpc sends at most 4,300"),
+        (
+            "[-" + "9" * 5000 + "]",
+            "PARAMS_JSON holds an integer of 5,000 digits; jitpc sends at most 4,300",
+        ),
+        ('"\udcff"', "PARAMS_JSON is not valid UTF-8"),  # argv bytes that were not UTF-8
+        ("", "PARAMS_JSON is not valid JSON: it is empty"),
+        (" \t\r\n", "PARAMS_JSON is not valid JSON: it is empty"),
+        ("\ufeff[1]", "PARAMS_JSON is not valid JSON: it starts with a byte order mark"),
+        ("[1,]", "PARAMS_JSON is not valid JSON: Expecting value: line 1 column 4 (char 3)"),
+        ("[-Infinity]", "PARAMS_JSON is not valid JSON: -Infinity is not JSON"),
+        ("1e400", "PARAMS_JSON holds 1e400, beyond the range of a float"),
+    ],
+)
+def test_params_that_cannot_be_sent_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], params: str, message: str
+) -> None:
+    for command in ("call", "notify"):
+        code = main([command, "x", "m", params])
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert one_line_usage_error(code, err) == f"jitpc: {message}\n"
+
+
+class FailingStdin:
+    """A stdin whose read fails, as a read from a terminal of another session does (EIO)."""
+
+    class buffer:  # as sys.stdin.buffer
+        @staticmethod
+        def read() -> bytes:
+            raise OSError(5, "Input/output error")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "PARAMS_JSON is not valid JSON: it is empty"),
+        (b"\n", "PARAMS_JSON is not valid JSON: it is empty"),
+        (b'"\xff"', "PARAMS_JSON on stdin is not valid UTF-8 (invalid start byte at offset 1)"),
+        # An encoded surrogate, which a jitpc server rejects too.
+        (
+            b'"\xed\xa0\x80"',
+            "PARAMS_JSON on stdin is not valid UTF-8 (invalid continuation byte at offset 1)",
+        ),
+        (b"\xef\xbb\xbf[1]", "PARAMS_JSON is not valid JSON: it starts with a byte order mark"),
+        (b"[" * 100_000, DEEP),
+        (
+            b"[" + b"7" * 4301 + b"]",
+            "PARAMS_JSON holds an integer of 4,301 digits; jitpc sends at most 4,300",
+        ),
+        (
+            b"{bad",
+            "PARAMS_JSON is not valid JSON: Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1)",
+        ),
+    ],
+)
+def test_params_from_stdin_that_cannot_be_sent(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, data: bytes, message: str
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code = main(["call", "x", "m", "-"])
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert one_line_usage_error(code, err) == f"jitpc: {message}\n"
+
+
+def test_unreadable_stdin_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", None)  # started with fd 0 closed
+    code = main(["call", "x", "m", "-"])
+    message = "jitpc: PARAMS_JSON is '-', but there is no stdin to read it from\n"
+    assert one_line_usage_error(code, capsys.readouterr().err) == message
+
+    monkeypatch.setattr(sys, "stdin", FailingStdin())
+    code = main(["notify", "x", "m", "-"])
+    message = "jitpc: cannot read PARAMS_JSON from stdin: Input/output error\n"
+    assert one_line_usage_error(code, capsys.readouterr().err) == message
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ("", "METHOD must not be empty"),  # it would be read as a response, never answered
+        ("\udcff", "METHOD is not valid UTF-8"),
+    ],
+)
+def test_unusable_method_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], method: str, message: str
+) -> None:
+    for command in ("call", "notify"):
+        code = main([command, "x", method])
+        assert one_line_usage_error(code, capsys.readouterr().err) == f"jitpc: {message}\n"
+
+
+async def test_params_at_the_limits_are_sent(server_id: str) -> None:
+    # 200 levels each, the innermost value included; a 4,300-digit integer.
+    big = "-" + "9" * 4300
+    cases = ["[" * 199 + big + "]" * 199, '{"a":' * 198 + "[" + big + "]" + "}" * 198]
+    cases.append("[" * 200 + "]" * 200)
+    async with support.server_process(server_id):
+        for deep in cases:
+            run = await jitpc("call", server_id, "echo", deep)
+            assert (run.code, run.err) == (0, "")
+            assert json.loads(run.out) == json.loads(deep)
+            piped = await jitpc("call", server_id, "echo", "-", stdin=deep.encode())
+            assert (piped.code, piped.out) == (0, run.out)
+
+
+async def test_params_errors_in_a_real_process(server_id: str) -> None:
+    # Through the interpreter's own argv and stdin decoding: bytes that are not UTF-8, an
+    # empty stdin, a nesting bomb. Nothing is sent: no server is needed.
+    cases = [
+        ((b'"\xff"',), b"", "jitpc: PARAMS_JSON is not valid UTF-8\n"),
+        ((b"-",), b"", "jitpc: PARAMS_JSON is not valid JSON: it is empty\n"),
+        (
+            (b"-",),
+            b"\xff",
+            "jitpc: PARAMS_JSON on stdin is not valid UTF-8 (invalid start byte at offset 0)\n",
+        ),
+        ((b"-",), b"[" * 100_000, f"jitpc: {DEEP}\n"),
+        ((b"[" * 100_000,), b"", f"jitpc: {DEEP}\n"),
+    ]
+    for params, stdin, message in cases:
+        run = await jitpc("call", server_id, "echo", *params, stdin=stdin)
+        assert (run.code, run.out, run.err) == (64, "", message)
+
+
+# -- bad options ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["call", "notify", "ping", "status", "where", "discover"])
+@pytest.mark.parametrize("where", ["after", "before the id"])
+def test_bad_option_after_a_command_prints_its_usage(
+    capsys: pytest.CaptureFixture[str], command: str, where: str
+) -> None:
+    rest = ["x", "m"] if command in ("call", "notify") else ["x"]
+    argv = [command, *rest, "--bogus"] if where == "after" else [command, "--bogus", *rest]
+    assert main(argv) == 64
+    out, err = capsys.readouterr()
+    assert out == ""
+    usage, _, last = err.rstrip("\n").rpartition("\n")
+    assert usage.startswith(f"usage: jitpc {command} [-h] ")
+    assert last == f"jitpc {command}: error: unrecognized arguments: --bogus"
+
+
+def test_bad_option_before_the_command_prints_the_top_level_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--bogus", "status", "x"]) == 64
+    assert capsys.readouterr().err == (
+        "usage: jitpc [-h] [--version] COMMAND ...\njitpc: error: unrecognized arguments: --bogus\n"
+    )
+    assert main(["status", "x", "--pretty", "extra"]) == 64
+    assert capsys.readouterr().err.endswith("jitpc status: error: unrecognized arguments: extra\n")
+
+
+async def test_bad_option_in_a_real_process() -> None:
+    run = await jitpc("call", "x", "m", "--bogus")
+    assert (run.code, run.out) == (64, "")
+    assert run.err.startswith("usage: jitpc call [-h] ")
+    assert run.err.endswith("jitpc call: error: unrecognized arguments: --bogus\n")
+    status = await jitpc("status", "--nope", "x")
+    assert status.code == 64
+    assert status.err.startswith("usage: jitpc status [-h] ")
+    assert status.err.endswith("jitpc status: error: unrecognized arguments: --nope\n")
+
+
+# -- stdout closed -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["call", "where"])
+async def test_closed_stdout_exits_141_without_a_traceback(server_id: str, command: str) -> None:
+    read, write = os.pipe()
+    os.close(read)  # nobody will read: the first write fails with EPIPE
+    try:
+        async with support.server_process(server_id):
+            args = ["echo", "[1]"] if command == "call" else []
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "jitpc",
+                command,
+                server_id,
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write,
+                stderr=asyncio.subprocess.PIPE,
+                env=support.python_env(),
+            )
+            os.close(write)
+            write = -1
+            _, err = await asyncio.wait_for(proc.communicate(), support.HANG)
+    finally:
+        if write != -1:
+            os.close(write)
+    assert (proc.returncode, err) == (141, b"")

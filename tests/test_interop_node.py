@@ -395,9 +395,9 @@ async def test_python_server_requests_and_notifies_node_client(
         },
         {
             "ok": {
-                "type": "RemoteError",
+                "type": "MethodNotFound",
                 "message": "Unknown method: nope",
-                "code": None,
+                "code": -32601,
                 "stack": "Error: Unknown method: nope",
             }
         },
@@ -441,8 +441,9 @@ async def test_python_client_gets_node_errors(node_modules: Path, server_id: str
 
             with pytest.raises(jitpc.RemoteError) as nope:
                 await client.request("nope")
-            assert type(nope.value) is jitpc.RemoteError
-            assert (nope.value.message, nope.value.code) == ("Unknown method: nope", None)
+            # Node's code-less "Unknown method" error is read as MethodNotFound.
+            assert type(nope.value) is jitpc.MethodNotFound
+            assert (nope.value.message, nope.value.code) == ("Unknown method: nope", -32601)
             assert isinstance(nope.value.stack, str)
             assert nope.value.stack.startswith("Error: Unknown method: nope\n")
 
