@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +18,8 @@ import pytest
 from pydantic import BaseModel, field_serializer
 
 import jitpc
+from chaos import ChaosProxy, Mode
+from jitpc._paths import address
 from rawpeer import raw_peer
 from support import HANG, echo_server, peer_command, python_env, reap
 
@@ -217,6 +222,38 @@ async def test_two_peers_answering_each_other_with_large_results_at_once_make_pr
                 results = await asyncio.gather(client.request("ask_many"), *ours)
                 assert results[0] == count * size
                 assert all(len(r) == size for r in results[1:])
+
+
+@pytest.mark.parametrize("mode", ["delay", "coalesce"])
+async def test_two_peers_answering_each_other_through_the_chaos_proxy(
+    server_id: str, mode: Mode
+) -> None:
+    """The same, with a proxy that holds and re-cuts the bytes (and has backpressure of its
+    own) between the two."""
+    size, count = 256 << 10, 256
+    where = tempfile.mkdtemp(prefix="p", dir="/tmp")
+    target = address(server_id).socket
+    async with asyncio.timeout(HANG):
+        async with server_process_of("mutual_server.py", server_id, size, count):
+            proxy = ChaosProxy(os.path.join(where, f"{server_id}.sock"), target, mode)
+            await proxy.start()
+            try:
+                saved = os.environ["TMPDIR"]
+                os.environ["TMPDIR"] = where  # the client resolves the proxy's socket
+                try:
+                    client = jitpc.connect(server_id)
+                    await client.open()
+                finally:
+                    os.environ["TMPDIR"] = saved
+                async with client:
+                    client.respond("big", lambda n: "x" * n)
+                    ours = [client.request("big", size) for _ in range(count)]
+                    results = await asyncio.gather(client.request("ask_many"), *ours)
+                    assert results[0] == count * size
+                    assert all(len(r) == size for r in results[1:])
+            finally:
+                await proxy.close()
+                shutil.rmtree(where, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
