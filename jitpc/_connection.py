@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType, GeneratorType
 from typing import Any, Protocol, cast
 
-from . import _shutdown
+from . import _fork, _shutdown
 from ._errors import (
     ClosedError,
     InternalError,
@@ -314,6 +314,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's are not asyncio.Transport subclasses, hence no isinstance).
         transport = cast(asyncio.Transport, transport)
+        _fork.track_transport(self, transport)
         if self.state is CLOSED:
             transport.abort()
             return

@@ -14,6 +14,9 @@ Rules kept here (see research T3 and T5):
 3. After locking, the path must still name the inode we locked: if a temp cleaner (or anyone)
    unlinked or replaced it between our open and our lock, we try again with the new file.
 4. The lock file is never unlinked: leaving it is what makes rule 3 sufficient.
+5. A forked child closes its copy of the descriptor (see ``_fork``): the lock belongs to the
+   open file description, so a child's copy would keep the id locked after the server exits.
+   Closing that copy does not unlock the parent's: nothing ever unlocks explicitly.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import stat
 import sys
 
+from . import _fork
 from ._paths import check_owner, file_identity
 
 __all__ = ["Lock", "try_acquire"]
@@ -33,7 +37,7 @@ _ATTEMPTS = 16
 class Lock:
     """A held id lock. :meth:`release` (or process exit) gives the id up."""
 
-    __slots__ = ("_fd", "identity", "path")
+    __slots__ = ("__weakref__", "_fd", "identity", "path")
 
     def __init__(self, fd: int, path: str, identity: tuple[int, int]) -> None:
         self._fd: int | None = fd
@@ -53,6 +57,15 @@ class Lock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+    def fileno(self) -> int:
+        """The locked descriptor; -1 once released."""
+        return -1 if self._fd is None else self._fd
+
+    def detach(self) -> int:
+        """Forget the descriptor without closing it (a forked child's copy, closed apart)."""
+        fd, self._fd = self.fileno(), None
+        return fd
 
 
 if sys.platform == "win32":
@@ -156,6 +169,7 @@ def try_acquire(path: str) -> Lock | None:
                 os.close(fd)
                 return None
             lock = Lock(fd, path, (st.st_dev, st.st_ino))
+            _fork.track(lock)
         except BaseException:
             os.close(fd)
             raise

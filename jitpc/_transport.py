@@ -8,6 +8,8 @@ it to remove a stale socket file (PROTOCOL.md §2, research T4):
 2. The socket is bound under umask 0177, so it is 0600 from its first instant (T10).
 3. On close, the socket file is unlinked only if the path still names the socket we bound, so a
    closing server never removes the socket of a newer one.
+4. A forked child closes its copies of the listening and connecting sockets (see ``_fork``),
+   and never stops or unlinks its parent's listener.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import stat
 import sys
 from collections.abc import Callable
 
+from . import _fork
 from ._paths import check_owner, file_identity
 from ._peercred import check_peer
 
@@ -39,6 +42,7 @@ class Listener:
         self._server = server
         self.path = path
         self._identity = identity
+        self._pid = os.getpid()
 
     def still_ours(self) -> bool:
         """Whether the endpoint's path still names what we bound (a cleaner may have removed it)."""
@@ -46,6 +50,8 @@ class Listener:
 
     def close(self) -> None:
         """Stop accepting, and remove the socket file if it is still ours. Idempotent."""
+        if self._pid != os.getpid():
+            return  # a forked child: the parent's listener (its loop does not run here)
         # Check and unlink while our socket still exists: once closed, its inode number may
         # be reused by a new server's socket at the same path.
         if self._identity is not None and self.still_ours():
@@ -110,6 +116,7 @@ else:
         """
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        _fork.track(sock, sole=_fork.sole_owner(loop))
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, path)
@@ -164,6 +171,7 @@ else:
         loop = asyncio.get_running_loop()
         _remove_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        _fork.track_listener(sock, path, sole=_fork.sole_owner(loop))
         try:
             old_umask = os.umask(0o177)
             try:

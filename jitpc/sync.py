@@ -40,6 +40,13 @@ responder runs in a worker thread instead, where it may block and use the sync A
 
 The sync API cannot be used from a thread that runs an event loop (it would block that loop):
 it raises ``RuntimeError`` there. Use :func:`jitpc.connect` in async code.
+
+In a child forked without exec (``os.fork()``, multiprocessing's 'fork' start method) the sync
+API works as in a new process: the first use starts a portal of the child's own, and deadlines
+hold as anywhere. The parent's portal thread does not exist there, and the child has closed its
+copies of the parent's connections (see ``jitpc._fork``), so a client the parent had used is
+closed in the child: its calls raise :class:`jitpc.ClosedError`, and closing it does nothing
+(the parent's connection is untouched). A client the parent made but never used connects anew.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import os
+import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -79,6 +88,8 @@ class _Portal:
         self._calls: set[concurrent.futures.Future[Any]] = set()
         self._calls_lock = threading.Lock()
         self._finished = False
+        # A copy in a forked child: its thread and loop exist only in the parent.
+        self.inherited = False
         self.thread = threading.Thread(target=self._main, name="jitpc.sync portal", daemon=True)
         self.thread.start()
         self._started.wait()
@@ -112,6 +123,8 @@ class _Portal:
     def soon(self, fn: Callable[..., object], *args: Any) -> None:
         """Have the loop call ``fn(*args)``, from any thread; nothing if it has stopped."""
         assert self._loop is not None
+        if self.inherited:
+            return  # (the parent's loop: waking it would write to the parent's self-pipe)
         try:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed
@@ -161,6 +174,13 @@ class _Portal:
 def _cut_off() -> ClosedError:
     why = "the interpreter is exiting" if _exiting else "its client was closed"
     return ClosedError(f"jitpc.sync call cut off: {why}")
+
+
+def _forked() -> ClosedError:
+    return ClosedError(
+        "jitpc.sync client used before this process forked: its connection is the parent's; "
+        "connect a new client in the child"
+    )
 
 
 async def _bounded(limit: float | None, fn: Callable[[], Awaitable[T]]) -> T:
@@ -217,6 +237,21 @@ def _close_at_exit() -> None:
         live = list(_live)
     for portal in live:
         portal.stop()
+
+
+def _after_fork_in_child() -> None:
+    """The portal thread is the parent's: the child's first use starts a new portal."""
+    global _lock, _portal, _users, _live
+    for portal in _live:
+        portal.inherited = True
+    _lock = threading.Lock()
+    _portal = None
+    _users = 0
+    _live = set()
+
+
+if sys.platform != "win32":
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _check_thread() -> None:
@@ -287,14 +322,21 @@ class Client:
     @property
     def closed(self) -> bool:
         """True once the client was closed; without ``reconnect``, also once its connection has
-        ended or failed to open (it never reopens then)."""
-        return self._client.closed
+        ended or failed to open (it never reopens then); in a forked child, if it was used
+        before the fork."""
+        return self._client.closed or self._inherited()
+
+    def _inherited(self) -> bool:
+        holder = self._holder
+        return bool(holder) and holder[0].inherited
 
     def _limit(self, timeout: float | None) -> float | None:
         return self._timeout if timeout is None else timeout
 
     def _run(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         _check_thread()
+        if self._inherited():  # (before the lock: another thread may have held it at the fork)
+            raise _forked()
         with self._lock:
             if not self._holder and not self._client.closed:
                 self._holder.append(_acquire())
@@ -425,6 +467,10 @@ class Client:
 
     def _close(self, *, graceful: bool, timeout: float | None) -> None:
         _check_thread()
+        if self._inherited():  # the parent's connection and portal: nothing to close here
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            return
         with self._lock:
             if not self._holder:  # never used: no connection, no loop
                 self._client.destroy()
