@@ -3,6 +3,11 @@
 Shutdown order matters (research T4, T7): stop the timer, stop accepting, close the clients,
 remove the socket file if it is still ours, and only then release the lock, so that a server
 starting as this one closes never loses its socket to us.
+
+Spindown rules: with no client, a timer (``first_client_timeout`` before the first client,
+``spindown_timeout`` after); with clients and an ``idle_timeout``, a periodic check that samples
+what the connections already keep, so that no request pays for it. Either runs the hook, and
+after it closes only if nothing arrived meanwhile; deciding and stopping happen in one step.
 """
 
 from __future__ import annotations
@@ -12,15 +17,18 @@ import heapq
 import inspect
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from . import _shutdown
 from ._client import Client, TypedResponder
 from ._connect import run_hook
-from ._errors import JitpcError
+from ._connection import CONNECTING, SYSTEM_METHODS
+from ._errors import JitpcError, MethodNotFound
 from ._lock import Lock, try_acquire
 from ._openrpc import document
 from ._paths import address
@@ -40,6 +48,11 @@ OnError = Callable[[BaseException], object]
 
 #: Seconds between checks that the lock and socket files are still this server's.
 WATCH_INTERVAL = 1.0
+#: The idle rule checks every ``idle_timeout / IDLE_CHECKS`` seconds and spins down after that
+#: many quiet checks in a row: between 1 and 1.25 ``idle_timeout`` after the last request.
+IDLE_CHECKS = 4
+#: The signals that close a server while :meth:`Server.serve_forever` waits.
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 C = TypeVar("C", bound=OnClient)
 H = TypeVar("H", bound=Callable[..., object])
@@ -48,8 +61,9 @@ H = TypeVar("H", bound=Callable[..., object])
 class Server:
     """A jitpc server: the single holder of its id until it closes.
 
-    Made by :func:`listen`. Use it as ``async with server:`` to close it on exit, or await
-    :meth:`wait_closed` to serve until it spins down.
+    Made by :func:`listen`. Use it as ``async with server:`` to close it on exit, await
+    :meth:`wait_closed` to serve until it spins down, or :meth:`serve_forever` to also close
+    it cleanly on SIGTERM and SIGINT.
 
     Every server answers three built-in methods, on any connection, even one at its in-flight
     cap: ``rpc.ping`` (``{}``: cheap liveness), ``rpc.status`` (``id``, ``pid``, ``jitpc``
@@ -63,6 +77,8 @@ class Server:
         *,
         spindown: SpindownHook | Literal[False] | None,
         spindown_timeout: float,
+        idle_timeout: float | None,
+        first_client_timeout: float | None,
         on_error: OnError | None,
         max_message_bytes: int,
         _lock: Lock,
@@ -71,6 +87,13 @@ class Server:
         self._spindown_hook = spindown if spindown is not False else None
         self._spindown_enabled = spindown is not False
         self._spindown_timeout = spindown_timeout
+        self._first_client_timeout = first_client_timeout
+        self._had_client = False
+        self._idle_timeout = idle_timeout
+        self._idle_check: asyncio.TimerHandle | None = None
+        #: Quiet idle checks in a row; ``None`` after a raising hook, until the next activity.
+        self._quiet: int | None = 0
+        self._was_busy = False
         self._on_error = on_error
         self._max_message_bytes = max_message_bytes
         self._lock = _lock
@@ -213,14 +236,46 @@ class Server:
 
         Cancelling the call stops the wait, not the close: it completes anyway.
         """
-        if self._closing is None:
-            self._closing = self._loop.create_task(self._close())
-        await asyncio.shield(self._closing)
+        await asyncio.shield(self._begin_close())
 
     async def wait_closed(self) -> None:
         """Wait until the server has closed (after :meth:`close` or spindown). Raises nothing;
         cancelling the wait is safe (the server goes on)."""
         await asyncio.shield(self._closed)
+
+    async def serve_forever(self, *, signals: bool = True) -> None:
+        """Wait until the server has closed (by :meth:`close`, spindown or a signal).
+
+        With ``signals`` (the default), SIGTERM and SIGINT close the server while this waits,
+        as :meth:`close` does: the clients' pending requests fail with :class:`ClosedError`,
+        the socket file is removed, the id is released. Then the handlers that were there
+        before are put back, and the signal is delivered again, to them: the process ends as
+        that signal says, only after a clean close. With the default handlers, SIGTERM kills
+        it (exit status -15 for ``subprocess``, 143 in a shell), so nothing after this call
+        runs; SIGINT raises :class:`KeyboardInterrupt` (under ``asyncio.run``, it cancels the
+        main task and ``asyncio.run`` raises it). A handler the program set with
+        ``signal.signal`` is restored and called; a signal the program handles with
+        ``loop.add_signal_handler`` on this loop is left to that handler. Servers serving
+        forever at once share the handlers: a signal closes them all, and is delivered again
+        once the last has closed. Signals are handled only in the main thread (Python can set
+        handlers nowhere else); in any other thread, and with ``signals=False``, this only
+        waits.
+
+        Cancelling it closes the server, as for :meth:`asyncio.Server.serve_forever`.
+
+        Raises:
+            KeyboardInterrupt: after SIGINT, from Python's default handler; generally, what the
+                restored handler raises.
+        """
+        capture = _capture(self) if signals and _main_thread() else None
+        try:
+            await asyncio.shield(self._closed)
+        except asyncio.CancelledError:
+            await self.close()
+            raise
+        finally:
+            if capture is not None:
+                capture.leave(self)
 
     async def __aenter__(self) -> Server:
         return self
@@ -251,6 +306,10 @@ class Server:
         if self._closing is not None:
             client.destroy()
             return
+        self._had_client = True
+        if self._idle_timeout is not None and self._idle_check is None:
+            self._quiet, self._was_busy = 0, False
+            self._schedule_idle_check()
         if not self._lost:
             self._check_files()
         for fn in self._on_client:
@@ -284,6 +343,7 @@ class Server:
             del self._clients[client.id]
             heapq.heappush(self._free_ids, client.id)
         if not self._clients and self._closing is None:
+            self._cancel_idle_check()  # no clients: the no-client rule's turn
             self._start_timer()
 
     # -- keeping the id (research T5) ------------------------------------------------------
@@ -348,15 +408,20 @@ class Server:
         self._cancel_watch()
         self._spindown_enabled = True
         self._spindown_timeout = 0.0
+        self._first_client_timeout = None
         if not self._clients:
             self._start_timer()
 
     # -- spindown --------------------------------------------------------------------------
 
     def _start_timer(self) -> None:
+        """The no-client rule: spin down if no client comes within the timeout."""
         self._cancel_timer()
         if self._spindown_enabled and self._spindown_task is None:
-            self._timer = self._loop.call_later(self._spindown_timeout, self._timer_fired)
+            timeout = self._spindown_timeout
+            if not self._had_client and self._first_client_timeout is not None:
+                timeout = self._first_client_timeout
+            self._timer = self._loop.call_later(timeout, self._timer_fired)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -366,25 +431,101 @@ class Server:
     def _timer_fired(self) -> None:
         self._timer = None
         if not self._clients and self._closing is None and self._spindown_task is None:
-            self._spindown_task = self._loop.create_task(self._spin_down())
+            self._spindown_task = self._loop.create_task(self._spin_down(idle=False))
 
-    async def _spin_down(self) -> None:
+    def _schedule_idle_check(self) -> None:
+        """The idle rule: a check every quarter of ``idle_timeout``, while clients are
+        connected. One timer per server, whatever the traffic: requests pay nothing for it."""
+        self._cancel_idle_check()
+        assert self._idle_timeout is not None
+        self._idle_check = self._loop.call_later(
+            self._idle_timeout / IDLE_CHECKS, self._idle_check_fired
+        )
+
+    def _cancel_idle_check(self) -> None:
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
+
+    def _idle_check_fired(self) -> None:
+        self._idle_check = None
+        if self._closing is not None or not self._clients:
+            return
+        if self._spindown_task is not None:
+            # A hook runs; sampling now would hide from it what arrives meanwhile.
+            self._schedule_idle_check()
+            return
+        if self._active():
+            self._quiet = 0
+        elif self._quiet is not None:
+            self._quiet += 1
+            if self._quiet >= IDLE_CHECKS:
+                self._spindown_task = self._loop.create_task(self._spin_down(idle=True))
+                return
+        self._schedule_idle_check()
+
+    def _active(self) -> bool:
+        """Whether a client sent a request or notification since the last call, or one is
+        still being handled (or was at the last call: it may have ended just after it).
+
+        No connection counts its messages: each client's cache of resolved responders, which
+        every request or notification for a known method fills, is emptied here and left
+        holding only a mark. Any other entry means a message came; a missing mark means a new
+        client or a cache cleared meanwhile (``respond()``, ``mount()``), counted as activity
+        too. Health probes (``rpc.ping``, ``rpc.status``, ``rpc.discover``) are not activity:
+        a monitor must not keep an idle server up.
+        """
+        busy = bool(self._tasks)  # async on_client callbacks
+        seen = False
+        for client in self._clients.values():
+            conn = client._connection
+            if conn is not None:
+                if conn.state is CONNECTING:
+                    seen = True  # accepted, not set up yet: it will not stay idle for long
+                    continue
+                if conn.in_flight or conn._peer.outstanding:
+                    busy = True
+            table = client._table
+            if len(table) == 1 and _MARK in table:
+                continue
+            seen = seen or _MARK not in table or any(n not in _QUIET_METHODS for n in table)
+            table.clear()
+            table[_MARK] = _unknown_method
+        was_busy, self._was_busy = self._was_busy, busy
+        return seen or busy or was_busy
+
+    async def _spin_down(self, *, idle: bool) -> None:
+        raised = False
         try:
             hook = self._spindown_hook
             if hook is not None:
                 try:
                     # A synchronous hook runs in a worker thread, so that the loop goes on
-                    # accepting meanwhile: a client that arrives while it runs keeps the
-                    # server up, as with an async hook.
+                    # serving meanwhile: a client (or, for the idle rule, a request) that
+                    # arrives while it runs keeps the server up, as with an async hook.
                     await run_hook(hook)
                 except Exception as exc:
                     self._report(exc, "spindown hook raised; the server stays open")
-                    return
-            if self._clients:
-                return  # a client arrived while the hook ran: keep serving it
-            await self.close()
+                    raised = True
         finally:
             self._spindown_task = None
+        if self._closing is not None:
+            return
+        if not idle:
+            if not raised and not self._clients:
+                self._begin_close()
+            return  # a client arrived while the hook ran: keep serving it
+        if raised:
+            self._quiet = None  # not again before the clients are active again
+        elif self._active():
+            self._quiet = 0  # a request came while the hook ran
+        else:
+            self._begin_close()
+            return
+        if self._clients:
+            self._schedule_idle_check()
+        else:
+            self._start_timer()  # the last client left while the hook ran
 
     def _report(self, exc: BaseException, what: str) -> None:
         logger.error("jitpc server %r: %s", self.id, what, exc_info=exc)
@@ -396,11 +537,18 @@ class Server:
 
     # -- closing ---------------------------------------------------------------------------
 
-    async def _close(self) -> None:
+    def _begin_close(self) -> asyncio.Task[None]:
+        """Stop now, in this callback, so that nothing arrives between a decision to close
+        and the stop; the listener's end and the lock's release follow in a task."""
+        if self._closing is None:
+            self._closing = self._loop.create_task(self._close(self._listener))
+            self._stop()
+        return self._closing
+
+    async def _close(self, listener: Listener | None) -> None:
         try:
-            listener = self._stop()
             if listener is not None:
-                await listener.wait_closed()
+                await listener.wait_closed()  # stopped by _stop(), before this task's first step
         finally:
             self._release_id()
 
@@ -414,6 +562,7 @@ class Server:
         """Stop the timers and accepting, destroy every client, cancel the on_client tasks;
         return the listener that was stopped."""
         self._cancel_timer()
+        self._cancel_idle_check()
         if self._rebinding is not None:
             self._rebinding.cancel()
         self._cancel_watch()
@@ -437,12 +586,111 @@ def _ping(_client: Client, _params: Any) -> dict[str, Any]:
     return {}
 
 
+#: Left in each client's responder cache by the idle check (see ``Server._active``). Any
+#: string may come as a method name, so its responder answers as for an unknown method.
+_MARK = "\x00jitpc: no request since the last idle check"
+_QUIET_METHODS = SYSTEM_METHODS | {_MARK}
+
+
+def _unknown_method(_params: Any) -> Any:
+    raise MethodNotFound(f"Unknown method: {_MARK}")
+
+
+# -- signals (serve_forever) -----------------------------------------------------------------
+
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+class _Signals:
+    """SIGTERM and SIGINT while servers serve forever: one capture for all of them (signal
+    handlers are process-wide), set by the first and restored by the last, which then
+    delivers the signals caught again (uvicorn's ``capture_signals``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.servers: list[Server] = []
+        self.caught: list[int] = []
+        #: Signal -> (the handler before, whether ours was set through the loop).
+        self.previous: dict[int, tuple[_Handler, bool]] = {}
+        try:
+            for sig in SIGNALS:
+                before = signal.getsignal(sig)
+                if _set_by_loop(before, loop):
+                    continue  # the program's loop.add_signal_handler(): we could not restore it
+                try:
+                    # The loop's way runs ours as a callback, never in the middle of other code.
+                    loop.add_signal_handler(sig, self.signalled, sig)
+                    self.previous[sig] = (before, True)
+                except NotImplementedError:  # Windows
+                    signal.signal(sig, self._interrupt)
+                    self.previous[sig] = (before, False)
+        except BaseException:
+            self.restore()
+            raise
+
+    def _interrupt(self, sig: int, _frame: FrameType | None) -> None:
+        self.loop.call_soon_threadsafe(self.signalled, sig)
+
+    def signalled(self, sig: int) -> None:
+        if sig not in self.caught:
+            self.caught.append(sig)
+        for server in self.servers:
+            server._begin_close()
+
+    def restore(self) -> None:
+        for sig, (before, through_loop) in self.previous.items():
+            if through_loop:
+                self.loop.remove_signal_handler(sig)  # sets SIG_DFL, not what was there
+            # (None: not set from Python, so it cannot be put back; the default is closest.)
+            signal.signal(sig, signal.SIG_DFL if before is None else before)
+        self.previous.clear()
+
+    def leave(self, server: Server) -> None:
+        """``server`` has stopped serving forever; the last one out restores the handlers
+        and delivers the signals caught again, the last first (as uvicorn)."""
+        global _signals
+        self.servers.remove(server)
+        if self.servers:
+            return
+        _signals = None
+        self.restore()
+        for sig in reversed(self.caught):
+            signal.raise_signal(sig)
+
+
+_signals: _Signals | None = None
+
+
+def _capture(server: Server) -> _Signals:
+    global _signals
+    if _signals is None or _signals.loop is not server._loop:
+        _signals = _Signals(server._loop)
+    _signals.servers.append(server)
+    if _signals.caught:
+        server._begin_close()  # a signal came while the others closed
+    return _signals
+
+
+def _set_by_loop(handler: _Handler, loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``handler`` is the dispatcher an event loop installs for its
+    ``add_signal_handler``: asyncio's module function, uvloop's bound method."""
+    return getattr(handler, "__self__", None) is loop or (
+        getattr(handler, "__name__", None) == "_sighandler_noop"
+    )
+
+
 async def listen(
     server_id: str,
     *,
     on_client: OnClient | None = None,
     spindown: SpindownHook | Literal[False] | None = None,
     spindown_timeout: float = 5.0,
+    idle_timeout: float | None = None,
+    first_client_timeout: float | None = None,
     on_error: OnError | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> Server | None:
@@ -453,13 +701,23 @@ async def listen(
     Args:
         server_id: the id clients connect to; it names ``<tmpdir>/<id>.sock`` and ``.lock``.
         on_client: called with each new :class:`Client` (see :meth:`Server.on_client`).
-        spindown: called (sync or async) when the server has had no client for
-            ``spindown_timeout`` seconds, before it closes; if it raises, the error is logged and
-            passed to ``on_error`` and the server stays open. A client that arrives while it
-            runs keeps the server up. A synchronous hook runs in a worker thread (so the loop
-            accepts meanwhile). ``False`` disables spindown.
-        spindown_timeout: idle seconds before spindown, counted from start and from each time
-            the last client leaves.
+        spindown: called (sync or async) when the server is idle by one of the rules below,
+            before it closes; if it raises, the error is logged and passed to ``on_error`` and
+            the server stays open (that rule waits for the next client to come and go, or for
+            the next request). A client that arrives while it runs keeps the server up, and so,
+            for the idle rule, does a request. A synchronous hook runs in a worker thread (so
+            the loop serves meanwhile). ``False`` disables spindown, by every rule.
+        spindown_timeout: the no-client rule: seconds without a client before spindown,
+            counted from start and from each time the last client leaves.
+        idle_timeout: the idle rule, off by default: also spin down after this many seconds
+            without a request (none received, none being handled), even while idle clients
+            stay connected; they are closed (with ``reconnect=True`` a client connects again,
+            spinup included, at its next request). Checked every quarter of it, so spindown
+            comes between 1 and 1.25 times it after the last request. Health probes
+            (``rpc.ping``, ``rpc.status``, ``rpc.discover``) are not requests here; a new
+            client is one.
+        first_client_timeout: seconds to wait for the first client after start, instead of
+            ``spindown_timeout`` (a server spun up for a client that is slow to come).
         on_error: called with errors that have no caller to go to (spindown hook, on_client).
         max_message_bytes: the longest message accepted from a client.
 
@@ -469,10 +727,20 @@ async def listen(
 
     Raises:
         OSError: the lock or socket file cannot be used (a symlink, another user's file).
-        ValueError: the id gives an unusable socket path.
+        ValueError: the id gives an unusable socket path; ``idle_timeout`` is not positive,
+            ``first_client_timeout`` negative, or either is given with ``spindown=False``.
 
     Cancelling it is safe: a lock taken is released, a socket bound is closed.
     """
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise ValueError(f"idle_timeout must be positive, not {idle_timeout!r}")
+    if first_client_timeout is not None and not first_client_timeout >= 0:
+        raise ValueError(f"first_client_timeout must not be negative: {first_client_timeout!r}")
+    if spindown is False and (idle_timeout is not None or first_client_timeout is not None):
+        raise ValueError(
+            "spindown=False never spins down: idle_timeout and "
+            "first_client_timeout need spindown enabled"
+        )
     addr = address(server_id)
     os.makedirs(os.path.dirname(addr.lock) or ".", exist_ok=True)
     lock = try_acquire(addr.lock)
@@ -483,6 +751,8 @@ async def listen(
             server_id,
             spindown=spindown,
             spindown_timeout=spindown_timeout,
+            idle_timeout=idle_timeout,
+            first_client_timeout=first_client_timeout,
             on_error=on_error,
             max_message_bytes=max_message_bytes,
             _lock=lock,

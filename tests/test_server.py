@@ -119,6 +119,7 @@ async def test_server_with_a_client_outlives_the_timeout(server_id: str) -> None
             on_client=lambda c: c.respond("wait", lambda s: asyncio.sleep(s, "waited")),
             spindown=lambda: calls.append("spindown"),
             spindown_timeout=timeout,
+            first_client_timeout=HANG,  # the client may take longer than `timeout` to come
         )
         assert server is not None
         client = jitpc.connect(server_id)
