@@ -2,49 +2,39 @@
 
     python examples/counter_client.py [ID]
 
-The spinup hook starts ``counter_server.py`` as a detached process (its own session, no shared
-stdio), so the server outlives this client and serves the next one; it spins itself down once
-it has been idle for five seconds.
+``jitpc.spawn`` starts ``counter_server.py ID`` as a detached daemon (its own session, no shared
+stdio, output to ``<tmpdir>/<id>.log``) and waits until it listens, so the server outlives this
+client and serves the next one; it spins itself down once it has been idle for five seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import jitpc
 from counter_api import Get, Inc
 
 SERVER = Path(__file__).with_name("counter_server.py")
+Spinup = Callable[[], Awaitable[None]]
 
 
-def spawn_server(server_id: str) -> None:
-    """Start the server detached from this process, with the same environment (and TMPDIR)."""
-    env = dict(os.environ)
+def spawn(server_id: str) -> Spinup:
+    """A spinup hook that starts the server detached (its own session, stdin from the null
+    device, output to ``<tmpdir>/<id>.log``) and returns once it says it listens."""
+    env = dict(os.environ)  # with the same TMPDIR
     # The server must import the same jitpc as this client.
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(jitpc.__file__).parent.parent), env.get("PYTHONPATH")])
     )
-    options: dict[str, object] = {}
-    if sys.platform == "win32":
-        options["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
-    else:
-        options["start_new_session"] = True
-    subprocess.Popen(
-        [sys.executable, str(SERVER), server_id],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        **options,  # type: ignore[call-overload]
-    )
+    return jitpc.spawn([sys.executable, str(SERVER), server_id], env=env)
 
 
 async def main(server_id: str) -> None:
-    async with jitpc.connect(server_id, spinup=lambda: spawn_server(server_id)) as client:
+    async with jitpc.connect(server_id, spinup=spawn(server_id)) as client:
         for _ in range(3):
             counter = await client.call(Inc(key="demo"))  # a Counter, to mypy and at run time
             print(f"inc -> {counter!r}")

@@ -23,6 +23,7 @@ from ._errors import RPCError as RPCError
 from ._method import Method as Method
 from ._server import Server as Server
 from ._server import listen as listen
+from ._spawn import spawn as spawn
 from ._typed import Router as Router
 from ._version import __version__ as __version__
 
@@ -30,6 +31,7 @@ __all__ = (
     # connecting and serving
     "connect",
     "listen",
+    "spawn",
     "Client",
     "Server",
     # typed methods

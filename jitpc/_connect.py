@@ -5,6 +5,10 @@ Node jitpc's Fibonacci back-off (each sleep jittered, so a herd does not retry i
 ``connect_timeout`` has passed. The hook runs inside the same deadline: an async hook is
 cancelled at the deadline, a synchronous one runs in a worker thread, so that even a hook that
 never returns cannot hold :meth:`Connector.connect` past it.
+
+A :func:`jitpc.spawn` hook is run differently: it is told the id and the deadline, tries the
+socket again once it holds the spawn lock (so that a herd starts one daemon), and returns when
+the daemon says it serves; the next try follows at once, not after a back-off step.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from ._errors import ConnectError
 from ._paths import address
+from ._spawn import Spawn
 from ._threads import run_in_thread
 from ._transport import is_retryable, open_stream
 
@@ -60,7 +65,9 @@ class Connector:
 
     Args:
         server_id: the id; it names ``<tmpdir>/<id>.sock``.
-        spinup: run at most once per :meth:`connect`, after the first failed try.
+        spinup: run at most once per :meth:`connect`, after the first failed try. A
+            :class:`ConnectError` it raises is passed on as is; a :func:`jitpc.spawn` hook is
+            run with the id and the deadline (see the module docstring).
         connect_timeout: seconds the whole phase may take, the hook included; ``0`` makes one
             try and runs no hook; ``None`` retries without end.
     """
@@ -101,7 +108,11 @@ class Connector:
         def failure(message: str) -> ConnectError:
             return ConnectError(message, server_id=self.server_id, path=path)
 
-        while True:
+        last_error: OSError | None = None
+
+        async def attempt() -> asyncio.BaseTransport | None:
+            """One try: the transport, or ``None`` if the server may answer later."""
+            nonlocal tries, last_error
             tries += 1
             try:
                 return await open_stream(path, factory)
@@ -115,8 +126,19 @@ class Connector:
                         f"cannot connect to jitpc server {self.server_id!r} at {path}: {exc}"
                     ) from exc
                 last_error = exc
+                return None
+
+        while True:
+            transport = await attempt()
+            if transport is not None:
+                return transport
             if spinup is not None and (deadline is None or loop.time() < deadline):
                 hook, spinup = spinup, None
+                if isinstance(hook, Spawn):
+                    transport = await hook._spinup(self.server_id, attempt, deadline)
+                    if transport is not None:
+                        return transport
+                    continue  # the daemon says it serves (or another does): try now
                 await self._run_hook(hook, deadline, failure)
             now = loop.time()
             if deadline is not None and now >= deadline:
@@ -139,6 +161,8 @@ class Connector:
         try:
             async with asyncio.timeout_at(deadline):
                 await run_hook(hook)
+        except ConnectError:
+            raise  # the hook's own account of why there is no server
         except TimeoutError as exc:
             raise failure(
                 f"the spinup hook for jitpc server {self.server_id!r} did not return within "

@@ -33,6 +33,7 @@ from ._lock import Lock, try_acquire
 from ._openrpc import document
 from ._paths import address
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
+from ._spawn import announce
 from ._transport import Listener, serve
 from ._typed import Registrar, Router
 from ._version import __version__
@@ -745,6 +746,7 @@ async def listen(
     os.makedirs(os.path.dirname(addr.lock) or ".", exist_ok=True)
     lock = try_acquire(addr.lock)
     if lock is None:
+        announce("busy", addr.socket)  # to a jitpc.spawn() waiting for us, if any
         return None
     try:
         server = Server(
@@ -767,4 +769,5 @@ async def listen(
     _shutdown.track(server._loop, server)
     server._start_timer()
     server._start_watch()
+    announce("listening", addr.socket)
     return server

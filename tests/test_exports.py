@@ -11,6 +11,7 @@ import jitpc
 PUBLIC = {
     "connect",
     "listen",
+    "spawn",
     "Client",
     "Server",
     "Method",

@@ -1,0 +1,692 @@
+"""``jitpc.spawn``: a spinup hook that starts a detached daemon and returns once it serves.
+
+Readiness is said, never polled for. The daemon inherits the write end of a pipe, named by
+``JITPC_READY_FD`` (``FD:INODE`` on POSIX, the handle on Windows); its ``listen()`` calls
+:func:`announce`, which writes one JSON line, ``{"state": "listening" | "busy", "socket": PATH,
+"pid": PID}``, closes the pipe and removes the variable, so that the daemon's own children never
+inherit the duty. A daemon that exits, or closes the pipe, without that line is a failure,
+reported at once with its exit status and the tail of its log.
+
+One daemon for a herd (research Table B: watchman takes its pidfile lock before daemonising):
+
+* In one process, the spawns of one id on one event loop queue behind one lock; those that
+  waited behind a spawn take its outcome instead of spawning again.
+* Across processes, ``<tmpdir>/<id>.spawn.lock`` is held from before the spawn until the daemon
+  has spoken or died. A process that finds it held waits until it is free (blocked on the lock
+  in a thread: woken by its release, not by a timer), then, holding it in turn, tries the socket
+  once more and spawns only if nobody answers.
+
+Zombies: while we live, the daemon is our child, and a thread waits for it, so its exit is
+reaped whenever it comes (and reported if it comes before the announcement). If we exit first,
+it is reparented, and its new parent reaps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from ._errors import ConnectError
+from ._lock import try_acquire
+from ._paths import address, check_owner
+
+__all__ = ["LOG_MAX_BYTES", "READY_ENV", "Spawn", "announce", "spawn"]
+
+#: The environment variable that names the readiness pipe of a daemon started by spawn().
+READY_ENV = "JITPC_READY_FD"
+#: A log file over this size is rotated (to ``<log>.1``) before the next spawn appends to it.
+LOG_MAX_BYTES = 1 << 20
+#: Lines of the daemon's log quoted in a ConnectError.
+TAIL_LINES = 20
+_TAIL_BYTES = 64 * 1024
+_MAX_LINE = 64 * 1024
+# After the pipe's end of file, how long to wait for the daemon's exit status before reporting
+# it as alive but silent: a dying process closes its files just before it becomes a zombie.
+_EXIT_GRACE = 1.0
+
+T = TypeVar("T")
+V = TypeVar("V")
+StrPath = str | os.PathLike[str]
+
+
+def announce(state: str, socket: str) -> None:
+    """Tell the process that started this one with :func:`spawn` how ``listen()`` went.
+
+    ``state`` is ``"listening"`` (we serve ``socket``) or ``"busy"`` (another process does).
+    Only the first call of a process started by :func:`spawn` writes anything: the variable is
+    removed from ``os.environ`` first. Never raises: a spawner that has given up is no error.
+    """
+    value = os.environ.pop(READY_ENV, None)
+    if not value:
+        return
+    try:
+        fd = _ready_fd(value)
+    except (ValueError, OSError):
+        return  # not a pipe of ours: leave it alone
+    line = json.dumps({"state": state, "socket": socket, "pid": os.getpid()}) + "\n"
+    try:
+        os.write(fd, line.encode())  # one write below PIPE_BUF: atomic
+    except OSError:
+        pass  # EPIPE: the spawner stopped waiting
+    finally:
+        os.close(fd)
+
+
+if sys.platform == "win32":
+    import _winapi
+    import ctypes
+    import msvcrt
+    from ctypes import wintypes
+
+    _MAXDWORD = 0xFFFFFFFF
+
+    class _Overlapped(ctypes.Structure):
+        _fields_ = [
+            ("Internal", ctypes.c_void_p),
+            ("InternalHigh", ctypes.c_void_p),
+            ("Offset", wintypes.DWORD),
+            ("OffsetHigh", wintypes.DWORD),
+            ("hEvent", wintypes.HANDLE),
+        ]
+
+    _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    _LockFileEx = _kernel32.LockFileEx
+    _LockFileEx.argtypes = [
+        wintypes.HANDLE,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        ctypes.POINTER(_Overlapped),
+    ]
+    _LockFileEx.restype = wintypes.BOOL
+    _UnlockFileEx = _kernel32.UnlockFileEx
+    _UnlockFileEx.argtypes = [
+        wintypes.HANDLE,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        ctypes.POINTER(_Overlapped),
+    ]
+    _UnlockFileEx.restype = wintypes.BOOL
+
+    _READ_FLAGS = os.O_RDONLY | os.O_BINARY | os.O_NOINHERIT
+    _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_BINARY | os.O_NOINHERIT
+    _PRIVATE = 0
+
+    def _ready_fd(value: str) -> int:
+        handle = int(value)
+        # Another process's handle number means nothing here: write only to a pipe.
+        if _winapi.GetFileType(handle) != _winapi.FILE_TYPE_PIPE:
+            raise ValueError(value)
+        return msvcrt.open_osfhandle(handle, os.O_WRONLY)
+
+    def _wait_unlocked(fd: int) -> None:
+        # A blocking shared lock over the region _lock locks: granted once the holder is gone.
+        handle = msvcrt.get_osfhandle(fd)
+        overlapped = _Overlapped()
+        if not _LockFileEx(handle, 0, 0, _MAXDWORD, _MAXDWORD, ctypes.byref(overlapped)):
+            raise ctypes.WinError(ctypes.get_last_error())
+        _UnlockFileEx(handle, 0, _MAXDWORD, _MAXDWORD, ctypes.byref(overlapped))
+
+    def _popen(
+        argv: list[str], env: dict[str, str], cwd: StrPath | None, log: int, w: int
+    ) -> subprocess.Popen[bytes]:
+        handle = msvcrt.get_osfhandle(w)
+        os.set_handle_inheritable(handle, True)
+        env[READY_ENV] = str(handle)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=cwd,
+            close_fds=True,
+            # Only the std handles and this one are inherited (not every inheritable handle).
+            startupinfo=subprocess.STARTUPINFO(lpAttributeList={"handle_list": [handle]}),
+            creationflags=subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP,
+        )
+
+else:
+    import fcntl
+    import struct
+
+    _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+    _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    # For files in the shared temp dir: no symlink, and no blocking open of a planted FIFO.
+    _PRIVATE = os.O_NOFOLLOW | os.O_NONBLOCK
+
+    def _ready_fd(value: str) -> int:
+        fd, inode = (int(part) for part in value.split(":"))
+        st = os.fstat(fd)
+        # The number alone could name any file of a process that inherited the variable only.
+        if not stat.S_ISFIFO(st.st_mode) or st.st_ino != inode:
+            raise ValueError(value)
+        return fd
+
+    if sys.platform == "linux":
+        # A whole-file OFD read lock: it waits while _lock's write lock is held (OFD locks
+        # conflict inside one process too).
+        _RDLOCK = struct.pack("@hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
+
+        def _wait_unlocked(fd: int) -> None:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _RDLOCK)
+
+    else:
+
+        def _wait_unlocked(fd: int) -> None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+
+    def _popen(
+        argv: list[str], env: dict[str, str], cwd: StrPath | None, log: int, w: int
+    ) -> subprocess.Popen[bytes]:
+        env[READY_ENV] = f"{w}:{os.fstat(w).st_ino}"
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=cwd,
+            close_fds=True,
+            pass_fds=(w,),
+            start_new_session=True,  # no controlling terminal: ^C and hangups are not its own
+        )
+
+
+def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run a blocking wait in its own daemon thread (not the worker pool: it may be long).
+
+    Cancelling the future stops the wait for it, not the thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:
+            _settle_soon(loop, future, future.set_exception, exc)
+        else:
+            _settle_soon(loop, future, future.set_result, result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def _settle_soon(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    setter: Callable[[V], object],
+    value: V,
+) -> None:
+    """From another thread: ``setter(value)`` on the loop, unless the future is done by then."""
+
+    def settle() -> None:
+        if not future.done():
+            setter(value)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass  # the loop has closed: nobody waits
+
+
+def _wait_free(path: str) -> None:
+    """Block until nobody holds the lock file at ``path`` (or it does not exist)."""
+    try:
+        fd = os.open(path, _READ_FLAGS | _PRIVATE)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "jitpc spawn lock path is not a regular file", path)
+        check_owner(st, path, "spawn lock")
+        _wait_unlocked(fd)
+    finally:
+        os.close(fd)  # also releases the lock we got: we only waited for it
+
+
+def _open_log(path: str, private: bool) -> int:
+    """Open the daemon's log for appending; one over LOG_MAX_BYTES is first rotated to
+    ``PATH.1`` (or, if that fails, truncated), so each id's logs stay bounded."""
+    flags = _LOG_FLAGS | (_PRIVATE if private else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        st = os.fstat(fd)
+        if private:
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "jitpc log path is not a regular file", path)
+            check_owner(st, path, "log")
+            if sys.platform != "win32":
+                os.set_blocking(fd, True)  # the daemon inherits this open file
+        if stat.S_ISREG(st.st_mode) and st.st_size > LOG_MAX_BYTES:
+            try:
+                os.replace(path, path + ".1")
+            except OSError:
+                os.ftruncate(fd, 0)
+            else:
+                os.close(fd)
+                return _open_log(path, private)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _tail(path: str, start: int, private: bool) -> list[str]:
+    """The last lines written to the log from offset ``start`` on (at most TAIL_LINES)."""
+    try:
+        fd = os.open(path, _READ_FLAGS | (_PRIVATE if private else 0))
+    except OSError:
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        if size < start:
+            start = 0  # rotated meanwhile
+        start = max(start, size - _TAIL_BYTES)
+        os.lseek(fd, start, os.SEEK_SET)
+        data = os.read(fd, _TAIL_BYTES)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace").splitlines()[-TAIL_LINES:]
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class _Child:
+    """A started daemon: a thread waits for its exit, which reaps it whenever it comes."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self.proc = proc
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self._mutex = threading.Lock()
+        self._notify: tuple[asyncio.AbstractEventLoop, asyncio.Future[int]] | None = (
+            loop,
+            self.exited,
+        )
+        # The thread holds the Popen until the exit: no "still running" ResourceWarning.
+        threading.Thread(target=self._reap, name=f"jitpc reaper {proc.pid}", daemon=True).start()
+
+    def _reap(self) -> None:
+        code = self.proc.wait()
+        with self._mutex:
+            notify, self._notify = self._notify, None
+        if notify is not None:
+            loop, future = notify
+            _settle_soon(loop, future, future.set_result, code)
+
+    def detach(self) -> None:
+        """Stop telling our loop about the exit (the thread still reaps)."""
+        with self._mutex:
+            self._notify = None
+
+
+class _Readiness:
+    """The read end of the readiness pipe: its first line, or ``b""`` at end of file."""
+
+    def __init__(self, fd: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._fd: int | None = fd
+        self._buffer = bytearray()
+        if sys.platform == "win32":
+            # The Proactor loop cannot watch an anonymous pipe: a thread reads it, and closes
+            # it when the daemon speaks or exits.
+            self._fd = None
+            self.line = _in_thread(lambda: _read_line(fd), "jitpc readiness")
+        else:
+            self.line = self._loop.create_future()
+            os.set_blocking(fd, False)
+            self._loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self._buffer += data
+        if data and b"\n" not in self._buffer and len(self._buffer) < _MAX_LINE:
+            return
+        line, newline, _ = bytes(self._buffer).partition(b"\n")
+        self.close()
+        if not self.line.done():
+            self.line.set_result(line if newline else b"")
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+
+
+def _read_line(fd: int) -> bytes:
+    buffer = b""
+    try:
+        while b"\n" not in buffer and len(buffer) < _MAX_LINE:
+            data = os.read(fd, 4096)
+            if not data:
+                return b""
+            buffer += data
+    except OSError:
+        return b""  # as good as an end of file: broken
+    finally:
+        os.close(fd)
+    return buffer.partition(b"\n")[0]
+
+
+class _Turn:
+    """The spawns of one id on one event loop, queued behind one lock."""
+
+    __slots__ = ("error", "finished", "lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+        self.finished = 0  # spawns that came to an outcome
+        self.error: str | None = None  # the last outcome, if it was a failure
+
+
+_turns: dict[tuple[asyncio.AbstractEventLoop, str], _Turn] = {}
+
+
+class Spawn:
+    """A spinup hook that starts a detached daemon and waits until it serves; made by
+    :func:`spawn`. The connect that runs it tells it the server id."""
+
+    __slots__ = ("argv", "cwd", "env", "id", "log")
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        id: str | None,
+        log: StrPath | None,
+        env: Mapping[str, str] | None,
+        cwd: StrPath | None,
+    ) -> None:
+        self.argv = argv
+        self.id = id
+        self.log = log
+        self.env = env
+        self.cwd = cwd
+
+    def __repr__(self) -> str:
+        return f"jitpc.spawn({self.argv!r}{'' if self.id is None else f', id={self.id!r}'})"
+
+    async def __call__(self) -> None:
+        """Start the daemon of ``id`` (given to :func:`spawn`) and wait until it serves.
+
+        Raises:
+            ConnectError: see :func:`spawn`.
+            TypeError: no ``id`` was given (a hook run by ``connect`` does not need one).
+
+        Cancelling it stops the wait, not the daemon (see :func:`spawn`).
+        """
+        if self.id is None:
+            raise TypeError(
+                "a jitpc.spawn() hook learns its server id from jitpc.connect(); "
+                "to call it yourself, give it id="
+            )
+        await self._spinup(self.id, None, None)
+
+    async def _spinup(
+        self,
+        server_id: str,
+        attempt: Callable[[], Awaitable[T | None]] | None,
+        deadline: float | None,
+    ) -> T | None:
+        """The hook, as the Connector runs it: ``attempt`` tries the socket once (``None``: no
+        server yet), and what it connects is returned; ``None`` means "try now"."""
+        run = _Run(self, self.id or server_id)
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                return await run.go(attempt)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise run.failure(run.late()) from None
+
+
+class _Run:
+    """One run of a spawn hook: its paths, the daemon it started, what it waits for."""
+
+    def __init__(self, spawn: Spawn, server_id: str) -> None:
+        self.spawn = spawn
+        self.server_id = server_id
+        addr = address(server_id)
+        self.socket = addr.socket
+        prefix = addr.lock.removesuffix(".lock")
+        self.spawn_lock = prefix + ".spawn.lock"
+        self.private_log = spawn.log is None
+        self.log = prefix + ".log" if spawn.log is None else os.fspath(spawn.log)
+        self.log_start = 0
+        self.child: _Child | None = None
+        self.waiting = False  # for another process's spawn
+
+    def failure(self, message: str) -> ConnectError:
+        return ConnectError(message, server_id=self.server_id, path=self.socket)
+
+    def daemon(self) -> str:
+        pid = "" if self.child is None else f"pid {self.child.proc.pid}: "
+        return f"the jitpc daemon for {self.server_id!r} ({pid}{shlex.join(self.spawn.argv)})"
+
+    def with_log(self, message: str) -> str:
+        lines = _tail(self.log, self.log_start, self.private_log)
+        if not lines:
+            return f"{message}; nothing in its log {self.log}"
+        quoted = "".join(f"\n    {line}" for line in lines)
+        return f"{message}; the last lines of its log {self.log}:{quoted}"
+
+    def late(self) -> str:
+        if self.child is not None:
+            return self.with_log(
+                f"{self.daemon()} did not say it serves within connect_timeout; it runs on"
+            )
+        if self.waiting:
+            return (
+                f"another connect was still starting the jitpc daemon for {self.server_id!r} "
+                f"at connect_timeout (waiting for {self.spawn_lock})"
+            )
+        return f"the jitpc spawn hook for {self.server_id!r} did not finish by connect_timeout"
+
+    async def go(self, attempt: Callable[[], Awaitable[T | None]] | None) -> T | None:
+        key = (asyncio.get_running_loop(), self.spawn_lock)
+        turn = _turns.get(key)
+        if turn is None:
+            turn = _turns[key] = _Turn()
+        turn.users += 1
+        seen = turn.finished
+        try:
+            self.waiting = True
+            async with turn.lock:
+                self.waiting = False
+                if turn.finished != seen:  # a spawn of this process ended while we queued
+                    if turn.error is not None:
+                        raise self.failure(turn.error)
+                    return None
+                return await self._locked(attempt, turn)
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del _turns[key]
+
+    async def _locked(
+        self, attempt: Callable[[], Awaitable[T | None]] | None, turn: _Turn
+    ) -> T | None:
+        waited = False
+        while True:
+            try:
+                lock = try_acquire(self.spawn_lock)
+            except OSError as exc:
+                raise self.failure(
+                    f"cannot use the jitpc spawn lock {self.spawn_lock}: {exc}"
+                ) from exc
+            if lock is not None:
+                break
+            waited = self.waiting = True
+            try:
+                await _in_thread(lambda: _wait_free(self.spawn_lock), "jitpc spawn lock")
+            except OSError as exc:
+                raise self.failure(
+                    f"cannot use the jitpc spawn lock {self.spawn_lock}: {exc}"
+                ) from exc
+            self.waiting = False
+        try:
+            if attempt is not None:
+                found = await attempt()  # with the lock: a spawn that just ended is seen
+                if found is not None:
+                    return found
+            elif waited:
+                return None  # another process's spawn ended: no way to know how
+            try:
+                await self._start()
+            except ConnectError as exc:
+                turn.error = str(exc)
+                turn.finished += 1
+                raise
+            turn.error = None
+            turn.finished += 1
+            return None
+        finally:
+            lock.release()
+
+    async def _start(self) -> None:
+        spawn = self.spawn
+        env = dict(os.environ if spawn.env is None else spawn.env)
+        try:
+            log = _open_log(self.log, self.private_log)
+        except OSError as exc:
+            raise self.failure(f"cannot open the log {self.log} of {self.daemon()}: {exc}") from exc
+        try:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            command = shlex.join(spawn.argv)
+            header = f"--- {stamp} jitpc: process {os.getpid()} starts {command}\n"
+            os.write(log, header.encode())
+            self.log_start = os.lseek(log, 0, os.SEEK_END)
+            r, w = os.pipe()
+            try:
+                proc = _popen(spawn.argv, env, spawn.cwd, log, w)
+            except BaseException:
+                os.close(r)
+                raise
+            finally:
+                os.close(w)  # the daemon's copy is the only one: its exit is an end of file
+        except OSError as exc:
+            raise self.failure(f"cannot start {self.daemon()}: {exc}") from exc
+        finally:
+            os.close(log)
+        loop = asyncio.get_running_loop()
+        child = self.child = _Child(proc, loop)
+        ready = _Readiness(r)
+        try:
+            await asyncio.wait((ready.line, child.exited), return_when=asyncio.FIRST_COMPLETED)
+            if ready.line.done():
+                self._check(ready.line.result())
+                if ready.line.result():
+                    return
+                await asyncio.wait((child.exited,), timeout=_EXIT_GRACE)
+            if child.exited.done():
+                raise self.failure(
+                    self.with_log(
+                        f"{self.daemon()} {_exit_status(child.exited.result())} before it served"
+                    )
+                )
+            raise self.failure(
+                self.with_log(
+                    f"{self.daemon()} closed its readiness pipe ({READY_ENV}) without saying "
+                    "it serves; it runs on"
+                )
+            )
+        finally:
+            ready.close()
+            ready.line.cancel()
+            child.detach()
+
+    def _check(self, line: bytes) -> None:
+        if not line:
+            return
+        try:
+            said = json.loads(line)
+            state, socket = said["state"], said["socket"]
+        except (ValueError, TypeError, KeyError):
+            raise self.failure(
+                self.with_log(f"{self.daemon()} said {line!r} on its readiness pipe")
+            ) from None
+        if state not in ("listening", "busy"):
+            raise self.failure(self.with_log(f"{self.daemon()} said {state!r}, not that it serves"))
+        if socket != self.socket:
+            raise self.failure(
+                f"{self.daemon()} serves {socket!r}, not {self.socket!r}: do its id or its "
+                "TMPDIR differ from this client's?"
+            )
+
+
+def spawn(
+    argv: Sequence[StrPath],
+    *,
+    id: str | None = None,
+    log: StrPath | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: StrPath | None = None,
+) -> Spawn:
+    """A spinup hook that starts ``argv`` as a detached daemon and returns once it serves:
+    ``jitpc.connect(id, spinup=jitpc.spawn([sys.executable, "daemon.py"]))``.
+
+    The daemon runs in a session of its own (on Windows: detached, in a new process group),
+    with stdin from the null device and stdout and stderr appended to ``log``; it inherits no
+    descriptor of this process but its readiness pipe. The hook returns when the daemon's
+    ``jitpc.listen()`` says it serves the id, or that another process already does; then the
+    connect tries the socket at once. Within one process, and across processes (through
+    ``<tmpdir>/<id>.spawn.lock``), connects that find no server together start one daemon.
+
+    Args:
+        argv: the daemon's command line; its ``listen()`` must be for the connect's id.
+        id: the server id; by default, that of the ``connect`` running the hook (needed only
+            to await the hook yourself).
+        log: the daemon's log file; by default ``<tmpdir>/<id>.log``, beside its socket. One
+            over 1 MiB is moved to ``<log>.1`` before the next spawn appends to it.
+        env: the daemon's environment (default: this process's); it must give the same
+            TMPDIR, or the daemon serves another path.
+        cwd: the daemon's working directory (default: this process's).
+
+    The hook, when run:
+
+    Raises:
+        ConnectError: the daemon could not be started, exited (its exit status and the end of
+            its log are in the message) or closed its readiness pipe before it said it serves,
+            or serves another path; or ``connect_timeout`` passed first.
+
+    Cancelling it (or the connect's deadline) stops the wait only: the daemon runs on, and may
+    still come up; the pipe is closed and the spawn lock released.
+    """
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("jitpc.spawn() takes the command as a list of arguments, not a string")
+    args = [os.fspath(arg) for arg in argv]
+    if not args:
+        raise ValueError("jitpc.spawn() needs a command")
+    return Spawn(args, id=id, log=log, env=env, cwd=cwd)
