@@ -29,7 +29,7 @@ import sys
 from . import _fork
 from ._paths import check_owner, file_identity
 
-__all__ = ["Lock", "try_acquire"]
+__all__ = ["Lock", "try_acquire", "wait_unlocked"]
 
 _ATTEMPTS = 16
 
@@ -98,8 +98,26 @@ if sys.platform == "win32":
         ctypes.POINTER(_Overlapped),
     ]
     _LockFileEx.restype = wintypes.BOOL
+    _UnlockFileEx = _kernel32.UnlockFileEx
+    _UnlockFileEx.argtypes = [
+        wintypes.HANDLE,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        ctypes.POINTER(_Overlapped),
+    ]
+    _UnlockFileEx.restype = wintypes.BOOL
 
     _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_BINARY | os.O_NOINHERIT
+
+    def wait_unlocked(fd: int) -> None:
+        """Block until no process holds the lock on the file ``fd`` (opened by the caller):
+        a blocking shared lock over the region the lock covers, dropped at once."""
+        handle = msvcrt.get_osfhandle(fd)
+        overlapped = _Overlapped()
+        if not _LockFileEx(handle, 0, 0, _MAXDWORD, _MAXDWORD, ctypes.byref(overlapped)):
+            raise ctypes.WinError(ctypes.get_last_error())
+        _UnlockFileEx(handle, 0, _MAXDWORD, _MAXDWORD, ctypes.byref(overlapped))
 
     def _try_lock(fd: int) -> bool:
         handle = msvcrt.get_osfhandle(fd)
@@ -130,6 +148,15 @@ else:
         # l_start = l_len = 0: the whole file, however far it grows. l_pid must be 0 for OFD locks.
         _FLOCK = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
 
+        # A whole-file OFD read lock: it waits while the write lock is held (OFD locks
+        # conflict inside one process too).
+        _RDLOCK = struct.pack("@hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
+
+        def wait_unlocked(fd: int) -> None:
+            """Block until no process holds the lock on the file ``fd``; keeps a shared lock
+            (the caller closes ``fd``)."""
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _RDLOCK)
+
         def _try_lock(fd: int) -> bool:
             try:
                 fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK)
@@ -140,6 +167,11 @@ else:
             return True
 
     else:
+
+        def wait_unlocked(fd: int) -> None:
+            """Block until no process holds the lock on the file ``fd``; keeps a shared lock
+            (the caller closes ``fd``)."""
+            fcntl.flock(fd, fcntl.LOCK_SH)
 
         def _try_lock(fd: int) -> bool:
             try:

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ._errors import ConnectError
-from ._lock import try_acquire
+from ._lock import try_acquire, wait_unlocked
 from ._paths import address, check_owner
 
 __all__ = ["LOG_MAX_BYTES", "READY_ENV", "Spawn", "announce", "spawn"]
@@ -85,41 +85,7 @@ def announce(state: str, socket: str) -> None:
 
 if sys.platform == "win32":
     import _winapi
-    import ctypes
     import msvcrt
-    from ctypes import wintypes
-
-    _MAXDWORD = 0xFFFFFFFF
-
-    class _Overlapped(ctypes.Structure):
-        _fields_ = [
-            ("Internal", ctypes.c_void_p),
-            ("InternalHigh", ctypes.c_void_p),
-            ("Offset", wintypes.DWORD),
-            ("OffsetHigh", wintypes.DWORD),
-            ("hEvent", wintypes.HANDLE),
-        ]
-
-    _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    _LockFileEx = _kernel32.LockFileEx
-    _LockFileEx.argtypes = [
-        wintypes.HANDLE,
-        wintypes.DWORD,
-        wintypes.DWORD,
-        wintypes.DWORD,
-        wintypes.DWORD,
-        ctypes.POINTER(_Overlapped),
-    ]
-    _LockFileEx.restype = wintypes.BOOL
-    _UnlockFileEx = _kernel32.UnlockFileEx
-    _UnlockFileEx.argtypes = [
-        wintypes.HANDLE,
-        wintypes.DWORD,
-        wintypes.DWORD,
-        wintypes.DWORD,
-        ctypes.POINTER(_Overlapped),
-    ]
-    _UnlockFileEx.restype = wintypes.BOOL
 
     _READ_FLAGS = os.O_RDONLY | os.O_BINARY | os.O_NOINHERIT
     _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_BINARY | os.O_NOINHERIT
@@ -131,14 +97,6 @@ if sys.platform == "win32":
         if _winapi.GetFileType(handle) != _winapi.FILE_TYPE_PIPE:
             raise ValueError(value)
         return msvcrt.open_osfhandle(handle, os.O_WRONLY)
-
-    def _wait_unlocked(fd: int) -> None:
-        # A blocking shared lock over the region _lock locks: granted once the holder is gone.
-        handle = msvcrt.get_osfhandle(fd)
-        overlapped = _Overlapped()
-        if not _LockFileEx(handle, 0, 0, _MAXDWORD, _MAXDWORD, ctypes.byref(overlapped)):
-            raise ctypes.WinError(ctypes.get_last_error())
-        _UnlockFileEx(handle, 0, _MAXDWORD, _MAXDWORD, ctypes.byref(overlapped))
 
     def _popen(
         argv: list[str], env: dict[str, str], cwd: StrPath | None, log: int, w: int
@@ -160,9 +118,6 @@ if sys.platform == "win32":
         )
 
 else:
-    import fcntl
-    import struct
-
     _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
     _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     # For files in the shared temp dir: no symlink, and no blocking open of a planted FIFO.
@@ -175,19 +130,6 @@ else:
         if not stat.S_ISFIFO(st.st_mode) or st.st_ino != inode:
             raise ValueError(value)
         return fd
-
-    if sys.platform == "linux":
-        # A whole-file OFD read lock: it waits while _lock's write lock is held (OFD locks
-        # conflict inside one process too).
-        _RDLOCK = struct.pack("@hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
-
-        def _wait_unlocked(fd: int) -> None:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _RDLOCK)
-
-    else:
-
-        def _wait_unlocked(fd: int) -> None:
-            fcntl.flock(fd, fcntl.LOCK_SH)
 
     def _popen(
         argv: list[str], env: dict[str, str], cwd: StrPath | None, log: int, w: int
@@ -254,7 +196,7 @@ def _wait_free(path: str) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "jitpc spawn lock path is not a regular file", path)
         check_owner(st, path, "spawn lock")
-        _wait_unlocked(fd)
+        wait_unlocked(fd)
     finally:
         os.close(fd)  # also releases the lock we got: we only waited for it
 
