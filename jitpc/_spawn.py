@@ -35,11 +35,12 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ._errors import ConnectError
 from ._lock import try_acquire, wait_unlocked
 from ._paths import address, check_owner
+from ._threads import run_in_own_thread, settle_threadsafe
 
 __all__ = ["LOG_MAX_BYTES", "READY_ENV", "Spawn", "announce", "spawn"]
 
@@ -56,7 +57,6 @@ _MAX_LINE = 64 * 1024
 _EXIT_GRACE = 1.0
 
 T = TypeVar("T")
-V = TypeVar("V")
 StrPath = str | os.PathLike[str]
 
 
@@ -146,43 +146,6 @@ else:
             pass_fds=(w,),
             start_new_session=True,  # no controlling terminal: ^C and hangups are not its own
         )
-
-
-def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
-    """Run a blocking wait in its own daemon thread (not the worker pool: it may be long).
-
-    Cancelling the future stops the wait for it, not the thread."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def run() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:
-            _settle_soon(loop, future, future.set_exception, exc)
-        else:
-            _settle_soon(loop, future, future.set_result, result)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future
-
-
-def _settle_soon(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    setter: Callable[[V], object],
-    value: V,
-) -> None:
-    """From another thread: ``setter(value)`` on the loop, unless the future is done by then."""
-
-    def settle() -> None:
-        if not future.done():
-            setter(value)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:
-        pass  # the loop has closed: nobody waits
 
 
 def _wait_free(path: str) -> None:
@@ -277,7 +240,7 @@ class _Child:
             notify, self._notify = self._notify, None
         if notify is not None:
             loop, future = notify
-            _settle_soon(loop, future, future.set_result, code)
+            settle_threadsafe(loop, future, True, code)
 
     def detach(self) -> None:
         """Stop telling our loop about the exit (the thread still reaps)."""
@@ -296,7 +259,7 @@ class _Readiness:
             # The Proactor loop cannot watch an anonymous pipe: a thread reads it, and closes
             # it when the daemon speaks or exits.
             self._fd = None
-            self.line = _in_thread(lambda: _read_line(fd), "jitpc readiness")
+            self.line = run_in_own_thread(lambda: _read_line(fd), "jitpc readiness")
         else:
             self.line = self._loop.create_future()
             os.set_blocking(fd, False)
@@ -492,7 +455,7 @@ class _Run:
                 break
             waited = self.waiting = True
             try:
-                await _in_thread(lambda: _wait_free(self.spawn_lock), "jitpc spawn lock")
+                await run_in_own_thread(lambda: _wait_free(self.spawn_lock), "jitpc spawn lock")
             except OSError as exc:
                 raise self.failure(
                     f"cannot use the jitpc spawn lock {self.spawn_lock}: {exc}"

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["MAX_WORKERS", "run_in_thread"]
+__all__ = ["MAX_WORKERS", "run_in_own_thread", "run_in_thread", "settle_threadsafe"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,37 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
+def settle_threadsafe(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: bool, value: Any
+) -> None:
+    """From another thread: give ``future`` (of ``loop``) its result (``ok``) or exception,
+    unless it is done by then; nothing if the loop has closed (nobody waits any more)."""
+    try:
+        loop.call_soon_threadsafe(_settle, future, ok, value)
+    except RuntimeError:
+        pass
+
+
+def run_in_own_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run ``fn()`` in a daemon thread of its own, for a wait that may be long and must not
+    hold one of the pool's workers; a future of the running loop gets its outcome.
+
+    Cancelling the future stops the wait for it, not the thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result: Any = fn()
+        except BaseException as exc:
+            settle_threadsafe(loop, future, False, exc)
+        else:
+            settle_threadsafe(loop, future, True, result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
 def _work() -> None:
     global _idle
     while True:
@@ -48,10 +79,7 @@ def _work() -> None:
             result, ok = fn(), True
         except BaseException as exc:
             result, ok = exc, False
-        try:
-            loop.call_soon_threadsafe(_settle, future, ok, result)
-        except RuntimeError:
-            pass  # the loop closed while this ran: nobody waits any more
+        settle_threadsafe(loop, future, ok, result)
         del fn, loop, future, result
         with _lock:
             _idle += 1
