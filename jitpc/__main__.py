@@ -64,10 +64,10 @@ from typing import Any, NoReturn
 
 import jitpc
 
-from . import _protocol
+from . import _json
 from ._connect import CONNECT_TIMEOUT
+from ._json import reject_constant
 from ._paths import address
-from ._protocol import reject_constant
 from ._transport import is_retryable
 
 EXIT_OK = 0
@@ -235,7 +235,7 @@ def _err(text: str) -> None:
 #: What the CLI sends at most: what a jitpc server reads ("Bad input, decided" in the README),
 #: 200 levels of nesting under the message object and integers of 4,300 digits (Python's
 #: limit for int(str)).
-MAX_DEPTH = _protocol.MAX_DEPTH - 1  # params sit under the message object
+MAX_DEPTH = _json.MAX_DEPTH - 1  # params sit under the message object
 MAX_INT_DIGITS = 4300
 
 

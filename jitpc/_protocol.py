@@ -20,8 +20,8 @@ and reused by any I/O layer. The integration contract:
   answer is dropped here, without an event. :meth:`Peer.abandon` hands back every waiter still
   outstanding, for the I/O layer to fail when the connection ends.
 
-Global state: two caches of at most 4,096 entries each (serializers by type, method names as
-JSON), filled as types and names are first seen; they never change what is written.
+Global state: a cache of at most 4,096 method names as JSON, filled as names are first seen;
+it never changes what is written. (JSON itself is read and written as in :mod:`._json`.)
 
 Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
 
@@ -40,19 +40,17 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic import BaseModel
-from pydantic_core import PydanticSerializationError, from_json, to_json
+from pydantic_core import from_json
 
 from ._errors import InvalidRequest, ParseError, ProtocolError, RemoteError
+from ._json import dump, encode, second_chance
 
 __all__ = [
     "CANCEL_METHOD",
     "DEFAULT_MAX_MESSAGE_BYTES",
-    "dump",
     "BadMessage",
     "CancelRequest",
     "ErrorResponse",
@@ -62,8 +60,6 @@ __all__ = [
     "Request",
     "Response",
     "State",
-    "encode",
-    "reject_constant",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
@@ -190,111 +186,6 @@ def _guess(line: bytes | bytearray) -> tuple[str, Any]:
     except ValueError:
         return "", None
     return ("request" if field == b"method" else "response"), id_
-
-
-#: The deepest nesting read, as pydantic's parser counts it: the message object is level 1,
-#: and every value inside a level is the next one, scalars too (``[[1]]`` has 3).
-MAX_DEPTH: Final = 201
-
-
-def _too_deep(value: Any) -> bool:
-    """Whether ``value`` nests deeper than :data:`MAX_DEPTH` (for the second parser, which
-    would read deeper than the first)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return True  # (a scalar is a level too, as pydantic counts)
-        if type(node) is dict:
-            stack.extend((child, depth + 1) for child in node.values())
-        elif type(node) is list:
-            stack.extend((child, depth + 1) for child in node)
-    return False
-
-
-def reject_constant(name: str) -> Any:
-    """For ``json.loads(parse_constant=...)``: NaN, Infinity and -Infinity are not JSON."""
-    raise ValueError(f"{name} is not JSON")
-
-
-try:
-    import orjson
-except ImportError:  # the optional fast path (jitpc[fast])
-    _fast_dumps: Callable[..., bytes] | None = None
-    _FAST_OPTIONS = 0
-else:
-    _fast_dumps = orjson.dumps
-    # Only plain JSON values: what pydantic would write differently (datetimes, dataclasses,
-    # subclasses of str or dict...) is declined, and goes the pydantic way.
-    _FAST_OPTIONS = (
-        orjson.OPT_PASSTHROUGH_DATETIME
-        | orjson.OPT_PASSTHROUGH_DATACLASS
-        | orjson.OPT_PASSTHROUGH_SUBCLASS
-    )
-
-# type -> its pydantic serializer, or None for anything that is not a pydantic model.
-_serializers: dict[type, Any] = {}
-
-
-def _new_serializer(tp: type) -> Any:
-    """The serializer of a type not in ``_serializers`` yet (callers look there first: a call
-    less per message)."""
-    # No isinstance(BaseModel): pydantic's metaclass makes that an ABC check, slow here.
-    ser = tp.__dict__.get("__pydantic_serializer__") if issubclass(tp, BaseModel) else None
-    if len(_serializers) < 4096:
-        _serializers[tp] = ser
-    return ser
-
-
-def dump(value: Any) -> bytes:
-    """One JSON value, compact. A pydantic model is written by its own serializer, by alias
-    (as it validates); anything else by pydantic's general encoder, non-finite floats as
-    ``null`` (as JSON.stringify does). With orjson installed (``jitpc[fast]``), orjson writes
-    the plain JSON values, ten times faster on long strings; anything it declines takes the
-    pydantic path, so the output means the same either way.
-
-    Raises:
-        TypeError: ``value`` cannot be written as JSON (an unknown type, say).
-    """
-    # (One function, not a wrapper around a second: a call more per message is ~300
-    # instructions on the hottest path.)
-    try:
-        tp = type(value)
-        ser = _serializers[tp] if tp in _serializers else _new_serializer(tp)
-        if _fast_dumps is not None:
-            try:
-                if ser is not None:
-                    return _fast_dumps(
-                        ser.to_python(value, mode="json", by_alias=True), option=_FAST_OPTIONS
-                    )
-                return _fast_dumps(value, option=_FAST_OPTIONS)
-            except (TypeError, PydanticSerializationError):
-                pass  # a big int, a non-str key, a lone surrogate, an unknown type...
-        try:
-            if ser is not None:
-                return ser.to_json(value, by_alias=True)  # type: ignore[no-any-return]
-            return to_json(value, inf_nan_mode="null", by_alias=True)
-        except PydanticSerializationError as exc:
-            error = exc
-        if ser is None:
-            # A string with a lone surrogate (Node's JSON.parse gives one for "\ud800") is not
-            # UTF-8: the json module writes it as the same escape, as JSON.stringify does.
-            try:
-                return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-            except (TypeError, ValueError):
-                pass
-        raise TypeError(f"cannot encode as JSON: {error}") from None
-    except TypeError:
-        raise
-    except Exception as exc:
-        # A serializer of the user's that raised, a RecursionError...: one bad value must fail
-        # its own message, never the connection.
-        raise TypeError(f"cannot encode as JSON: {exc!r}") from exc
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    """One message as a line of compact JSON (see :func:`dump`)."""
-    return dump(message) + b"\n"
 
 
 _method_names: dict[str, bytes] = {}
@@ -424,19 +315,10 @@ class Peer:
         except ValueError as exc:
             if not line.strip():
                 return None  # a blank line
-            if b"\\u" not in line or "recursion limit" in str(exc):
-                return self._unreadable(line, f"invalid JSON: {exc}")
-            # pydantic's parser rejects escaped lone surrogates ("\ud800"), which Node's
-            # JSON.stringify writes and JSON.parse accepts: give such lines a second chance
-            # (not one too deep for pydantic: the limit must be the same on both paths).
-            # Decode strictly first: json.loads(bytes) would also take UTF-16, a BOM and
-            # UTF-8-encoded surrogates.
             try:
-                msg = json.loads(bytes(line).decode(), parse_constant=reject_constant)
-            except (ValueError, RecursionError) as exc:
-                return self._unreadable(line, f"invalid JSON: {exc}")
-            if _too_deep(msg):
-                return self._unreadable(line, f"invalid JSON: nesting deeper than {MAX_DEPTH}")
+                msg = second_chance(line, exc)
+            except ValueError as refused:
+                return self._unreadable(line, f"invalid JSON: {refused}")
         if type(msg) is not dict:
             reason = f"a message must be a JSON object, not {type(msg).__name__}"
             self._queue_error(None, InvalidRequest(reason))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -58,16 +59,115 @@ serve = echo_server
 
 # -- what we write, we can read --------------------------------------------------------------
 
-
-@pytest.mark.parametrize(
+# A message is level 1, its params or result level 2: a value nests at most 200 levels.
+UNREADABLE = pytest.mark.parametrize(
     "value",
-    [10**5000, deep(230)],
-    ids=["5001-digit integer", "230 deep"],
+    [10**4300, deep(201), {"a": ["\ud800", deep(199)]}],
+    ids=["4301-digit integer", "201 deep", "201 deep with a lone surrogate"],
 )
-async def test_an_answer_the_client_cannot_read_fails_its_request(
+AT_THE_LIMIT = pytest.mark.parametrize(
+    "value",
+    [10**4299, deep(200), {"a": ["\ud800", deep(198)]}, {"s": "[" * 5000}],
+    ids=[
+        "4300-digit integer",
+        "200 deep",
+        "200 deep with a lone surrogate",
+        "brackets in a string",
+    ],
+)
+
+
+class Big(BaseModel):
+    n: int
+
+
+class MakeBig(jitpc.Method[Big], method="make_big"):
+    digits: int
+
+
+@UNREADABLE
+async def test_params_the_server_could_not_read_are_refused_at_the_sender(
     server_id: str, value: Any
 ) -> None:
-    async with asyncio.timeout(HANG), await serve(server_id, unreadable=lambda p: value):
+    seen: list[Any] = []
+    async with asyncio.timeout(HANG), await serve(server_id, record=seen.append):
+        async with jitpc.connect(server_id) as client:
+            with pytest.raises(TypeError, match="cannot encode as JSON a reader takes"):
+                await client.request("record", value)
+            with pytest.raises(TypeError, match="cannot encode as JSON a reader takes"):
+                client.notify("record", value)
+            await client.request("record", "after")
+            assert seen == ["after"]  # nothing else was sent
+
+
+@AT_THE_LIMIT
+async def test_values_at_the_limit_go_both_ways(server_id: str, value: Any) -> None:
+    async with asyncio.timeout(HANG), await serve(server_id):
+        async with jitpc.connect(server_id) as client:
+            assert await client.request("echo", value) == value
+
+
+@UNREADABLE
+async def test_a_result_the_client_could_not_read_is_answered_minus_32603(
+    server_id: str, value: Any
+) -> None:
+    async def async_responder(params: Any) -> Any:
+        return value
+
+    async with (
+        asyncio.timeout(HANG),
+        await serve(server_id, sync=lambda p: value, async_=async_responder),
+    ):
+        async with jitpc.connect(server_id) as client:
+            for method in ("sync", "async_"):
+                with pytest.raises(jitpc.InternalError, match="result cannot be encoded"):
+                    await client.request(method)
+            assert await client.request("echo", "after") == "after"
+
+
+async def test_a_typed_value_the_reader_refuses_is_refused_both_ways(server_id: str) -> None:
+    server = await jitpc.listen(server_id, spindown=False)
+    assert server is not None
+
+    @server.method
+    def make_big(params: MakeBig) -> Big:
+        return Big(n=10 ** (params.digits - 1))
+
+    async with asyncio.timeout(HANG), server:
+        async with jitpc.connect(server_id) as client:
+            assert (await client.call(MakeBig(digits=4300))).n == 10**4299
+            with pytest.raises(jitpc.InternalError, match="more than 4,300 digits"):
+                await client.call(MakeBig(digits=4301))
+            with pytest.raises(TypeError, match="more than 4,300 digits"):
+                await client.call(MakeBig(digits=10**4300))
+            assert (await client.call(MakeBig(digits=1))).n == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"jsonrpc":"2.0","id":%d,"result":' + b"9" * 5001 + b"}\n",
+        b'{"jsonrpc":"2.0","id":%d,"result":' + b"[" * 230 + b"]" * 230 + b"}\n",
+        b'{"result":' + b"[" * 230 + b"]" * 230 + b',"id":%d}\n',
+    ],
+    ids=["5001-digit integer", "230 deep", "230 deep, Node's framing"],
+)
+async def test_an_answer_the_client_cannot_read_fails_its_request(
+    server_id: str, answer: bytes
+) -> None:
+    # Another writer (Node writes any depth) may still send what jitpc's reader refuses.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            request = json.loads(line)
+            if request["method"] == "unreadable":
+                writer.write(answer % request["id"])
+            else:
+                reply = {"jsonrpc": "2.0", "id": request["id"], "result": request["params"]}
+                writer.write(json.dumps(reply).encode() + b"\n")
+        writer.close()
+
+    fake = await asyncio.start_unix_server(handle, address(server_id).socket)
+    async with asyncio.timeout(HANG), fake:
         async with jitpc.connect(server_id) as client:
             with pytest.raises(jitpc.ProtocolError, match="cannot be read"):
                 await client.request("unreadable")
@@ -75,11 +175,15 @@ async def test_an_answer_the_client_cannot_read_fails_its_request(
 
 
 async def test_params_the_server_cannot_read_fail_with_a_parse_error(server_id: str) -> None:
+    # From another writer: the -32700 carries the request's id.
+    line = b'{"jsonrpc":"2.0","id":7,"method":"echo","params":' + b"[" * 230 + b"]" * 230
     async with asyncio.timeout(HANG), await serve(server_id):
-        async with jitpc.connect(server_id) as client:
-            with pytest.raises(jitpc.ParseError):
-                await client.request("echo", deep(230))
-            assert await client.request("echo", "after") == "after"
+        async with raw_peer(server_id) as peer:
+            await peer.send(line + b"}\n")
+            reply = await peer.read_reply()
+            assert reply["id"] == 7 and reply["error"]["code"] == -32700
+            await peer.send(b'{"jsonrpc":"2.0","id":8,"method":"echo","params":"after"}\n')
+            assert (await peer.read_reply())["result"] == "after"
 
 
 async def test_the_depth_limit_holds_on_the_fallback_parser_too(server_id: str) -> None:

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import from_json, to_json
 
-from jitpc import InvalidRequest, MethodNotFound, ProtocolError, RemoteError, _protocol
+from jitpc import InvalidRequest, MethodNotFound, ProtocolError, RemoteError
+from jitpc import _json as jitpc_json
+from jitpc._json import MAX_DEPTH
 from jitpc._protocol import (
     CANCEL_METHOD,
     MAX_CANCELLED,
@@ -57,11 +59,11 @@ ENCODERS = ["pydantic", "orjson"]
 def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with orjson writing JSON (jitpc[fast]), and with pydantic alone."""
     if request.param == "pydantic":
-        monkeypatch.setattr(_protocol, "_fast_dumps", None)
+        monkeypatch.setattr(jitpc_json, "_fast_dumps", None)
     elif orjson is None:
         pytest.skip("orjson is not installed")
     else:
-        monkeypatch.setattr(_protocol, "_fast_dumps", orjson.dumps)
+        monkeypatch.setattr(jitpc_json, "_fast_dumps", orjson.dumps)
     return str(request.param)
 
 
@@ -283,6 +285,51 @@ def test_unencodable_params_raise_and_queue_nothing(encoder: str) -> None:
     assert peer.send_request("m") == 1
 
 
+def _nested(levels: int, shape: str) -> Any:
+    """A value ``levels`` deep as pydantic's parser counts (a scalar is a level too)."""
+    value: Any = "\ud800" if shape == "surrogate" else 1
+    for level in range(levels - 1):
+        value = {"k": value} if shape == "dicts" or level % 2 else [value, "[{"]
+    return value
+
+
+@pytest.mark.parametrize("shape", ["lists and dicts", "dicts", "surrogate"])
+def test_what_is_written_can_be_read_at_every_depth(encoder: str, shape: str) -> None:
+    # The message is level 1, so params or a result may be 200 deep: deeper is refused at
+    # the sender, so that the reader never has to refuse it.
+    for levels in range(190, 215):
+        value = _nested(levels, shape)
+        sender, receiver = Peer(), Peer()
+        if levels > MAX_DEPTH - 1:
+            with pytest.raises(TypeError, match="nest deeper than 201"):
+                sender.send_request("m", value)
+            with pytest.raises(TypeError, match="nest deeper than 201"):
+                sender.send_result(1, value)
+            assert sender.data_to_send() == b"" and sender.outstanding == 0
+        else:
+            sender.send_request("m", value)
+            sender.send_result(1, value)
+            events = receiver.receive_data(sender.data_to_send())
+            assert events == [Request(1, "m", value), Response(1, value)], levels
+
+
+def test_integers_past_the_readers_limit_are_refused_at_the_sender(encoder: str) -> None:
+    sender, receiver = Peer(), Peer()
+    sender.send_result(1, [10**4299, -(10**4299)])
+    assert receiver.receive_data(sender.data_to_send()) == [Response(1, [10**4299, -(10**4299)])]
+    for value in (10**4300, {"n": -(10**4300)}, ["x" * 10_000, 10**4300]):
+        with pytest.raises(TypeError, match="more than 4,300 digits"):
+            sender.send_request("m", value)
+    assert sender.data_to_send() == b""
+
+
+def test_error_data_the_reader_would_refuse_is_dropped(encoder: str) -> None:
+    peer = Peer()
+    peer.send_error(1, RemoteError("deep", -32000, data=_nested(230, "dicts")))
+    [reply] = replies(peer)
+    assert reply["error"] == {"code": -32000, "message": "deep"}
+
+
 def test_lone_surrogates_are_written_as_escapes_like_json_stringify(encoder: str) -> None:
     peer = Peer()
     peer.send_result(1, "x\ud800y")
@@ -439,7 +486,7 @@ class _Point(BaseModel):
 def _written(value: Any) -> tuple[str, Any]:
     """What :func:`dump` makes of ``value``: its JSON read back, or the error raised."""
     try:
-        return "json", json.loads(_protocol.dump(value))
+        return "json", json.loads(jitpc_json.dump(value))
     except TypeError:
         return "TypeError", None
 
@@ -466,25 +513,25 @@ def test_orjson_and_pydantic_write_the_same_json(value: Any) -> None:
     if orjson is None:
         pytest.skip("orjson is not installed")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_protocol, "_fast_dumps", None)
+        patch.setattr(jitpc_json, "_fast_dumps", None)
         expected = _written(value)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_protocol, "_fast_dumps", orjson.dumps)
+        patch.setattr(jitpc_json, "_fast_dumps", orjson.dumps)
         assert _written(value) == expected
 
 
 def test_models_are_written_by_alias_with_their_own_serializer(encoder: str) -> None:
     when = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
     point = _Point(x=1.5, when=when, tags=["a"], ratio=math.inf)
-    assert json.loads(_protocol.dump(point)) == {
+    assert json.loads(jitpc_json.dump(point)) == {
         "x": 1.5,
         "when": "2026-11-26T12:00:00Z",
         "tags": ["a"],
         "ratio": None,
     }
     big = {"blob": 'x\n"\\' * 100_000, "n": 2**70, "nested": [point]}
-    assert json.loads(_protocol.dump(big))["n"] == 2**70
-    assert json.loads(_protocol.dump(big))["blob"] == big["blob"]
+    assert json.loads(jitpc_json.dump(big))["n"] == 2**70
+    assert json.loads(jitpc_json.dump(big))["blob"] == big["blob"]
 
 
 # -- outstanding requests and cancellation: core logic, no sockets --------------------------------
