@@ -86,7 +86,7 @@ MAX_UNSENT_REPLY_BYTES = 4 * 1024 * 1024
 WRITE_BATCH = 16
 #: Methods answered even at the in-flight cap, ahead of the requests waiting there: health
 #: probes must work on a busy connection. (Their responders are synchronous.)
-SYSTEM_METHODS = frozenset({"rpc.ping", "rpc.status", "rpc.discover"})
+SYSTEM_METHODS = frozenset({"rpc.ping", "rpc.status", "rpc.discover", "rpc.shutdown"})
 
 #: Complaints about a peer logged one by one; past them, a count at each power of two.
 COMPLAINTS_LOGGED = 10

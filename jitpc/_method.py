@@ -15,6 +15,8 @@ may add result fields without breaking older clients).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 __all__ = [
     "Method",
     "MethodSpec",
+    "fingerprint",
     "first_error",
     "result_adapter",
     "result_validator",
@@ -69,6 +72,8 @@ class Method(BaseModel, Generic[R_co]):
     __jitpc_result_type__: ClassVar[Any]
     #: Validates a result (set at first use).
     __jitpc_validate_result__: ClassVar[Callable[[Any], Any]]
+    #: See :func:`fingerprint` (set at first use).
+    __jitpc_fingerprint__: ClassVar[str]
 
     def __init_subclass__(cls, method: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -139,6 +144,40 @@ def _holds_strict_params(schema: Any) -> bool:
     ):
         return True
     return any(_holds_strict_params(value) for value in schema.values())
+
+
+def _shape(schema: Any) -> Any:
+    """A JSON Schema without its prose (titles and descriptions), which a fingerprint should
+    not depend on."""
+    if isinstance(schema, dict):
+        return {
+            key: _shape(value)
+            for key, value in schema.items()
+            if not (key in ("title", "description") and isinstance(value, str))
+        }
+    if isinstance(schema, list):
+        return [_shape(item) for item in schema]
+    return schema
+
+
+def fingerprint(params_type: type[Method[Any]]) -> str:
+    """16 hex digits that change when the wire shape of ``params_type``'s method does: its
+    name, params and result schemas (not their titles or descriptions). Both ends compute it
+    from the same model, so equal fingerprints mean both read and write the same JSON."""
+    cached = params_type.__dict__.get("__jitpc_fingerprint__")
+    if cached is None:
+        notification = params_type.__jitpc_result_type__ is type(None)
+        shape = {
+            "method": params_type.__jitpc_method__,
+            "params": _shape(params_type.model_json_schema(mode="validation")),
+            "result": None
+            if notification
+            else _shape(result_adapter(params_type).json_schema(mode="serialization")),
+        }
+        text = json.dumps(shape, sort_keys=True, separators=(",", ":"))
+        cached = hashlib.sha256(text.encode()).hexdigest()[:16]
+        params_type.__jitpc_fingerprint__ = cached
+    return cached
 
 
 @dataclass(frozen=True, slots=True)

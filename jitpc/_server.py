@@ -28,8 +28,9 @@ from . import _shutdown
 from ._client import Client, TypedResponder
 from ._connect import run_hook
 from ._connection import CONNECTING, SYSTEM_METHODS
-from ._errors import JitpcError, MethodNotFound
+from ._errors import InvalidParams, JitpcError, MethodNotFound
 from ._lock import Lock, try_acquire
+from ._method import fingerprint
 from ._openrpc import document
 from ._paths import address
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
@@ -52,6 +53,8 @@ WATCH_INTERVAL = 1.0
 #: The idle rule checks every ``idle_timeout / IDLE_CHECKS`` seconds and spins down after that
 #: many quiet checks in a row: between 1 and 1.25 ``idle_timeout`` after the last request.
 IDLE_CHECKS = 4
+#: Seconds ``rpc.shutdown`` lets requests in flight finish, unless it says otherwise.
+SHUTDOWN_GRACE = 5.0
 #: The signals that close a server while :meth:`Server.serve_forever` waits.
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -66,10 +69,14 @@ class Server:
     :meth:`wait_closed` to serve until it spins down, or :meth:`serve_forever` to also close
     it cleanly on SIGTERM and SIGINT.
 
-    Every server answers three built-in methods, on any connection, even one at its in-flight
+    Every server answers four built-in methods, on any connection, even one at its in-flight
     cap: ``rpc.ping`` (``{}``: cheap liveness), ``rpc.status`` (``id``, ``pid``, ``jitpc``
-    version, ``uptime`` in seconds, ``clients``, ``in_flight`` requests, ``methods``) and
-    ``rpc.discover`` (the OpenRPC document of its typed methods).
+    version, the server's ``version`` given to :func:`listen` or ``null``, ``uptime`` in
+    seconds, ``clients``, ``in_flight`` requests, ``methods``, and ``schemas``: each typed
+    method's fingerprint, which changes when its params or result schema does),
+    ``rpc.discover`` (the OpenRPC document of its typed methods; ``info.version`` is the
+    server's version, or ``"0.0.0"``) and ``rpc.shutdown`` (params ``{"grace": seconds}``,
+    optional: answers ``{"pid": PID}``, then :meth:`shutdown`).
     """
 
     def __init__(
@@ -82,9 +89,12 @@ class Server:
         first_client_timeout: float | None,
         on_error: OnError | None,
         max_message_bytes: int,
+        version: str | None,
         _lock: Lock,
     ) -> None:
         self.id = server_id
+        #: What :func:`listen` was given as ``version`` (``None``: no version).
+        self.version = version
         self._spindown_hook = spindown if spindown is not False else None
         self._spindown_enabled = spindown is not False
         self._spindown_timeout = spindown_timeout
@@ -107,6 +117,7 @@ class Server:
         self._timer: asyncio.TimerHandle | None = None
         self._spindown_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._draining: asyncio.Task[None] | None = None
         self._closed = self._loop.create_future()
         self._tasks: set[asyncio.Task[None]] = set()
         self._router = Router()
@@ -115,10 +126,12 @@ class Server:
             "rpc.ping": _ping,
             "rpc.status": self._status,
             "rpc.discover": self._discover,
+            "rpc.shutdown": self._shutdown_request,
         }
         #: Every typed method of this server, resolved: built-ins, then its routers in order.
         self._table: dict[str, TypedResponder] = {}
         self._discovered: dict[str, Any] | None = None
+        self._schemas: dict[str, str] | None = None
         self._started = time.monotonic()
         self._watch: asyncio.TimerHandle | None = None
         self._lost = False
@@ -191,12 +204,20 @@ class Server:
         router._watch(self)
         self._routes_changed()
 
-    def openrpc(self, *, version: str = "0.0.0") -> dict[str, Any]:
-        """The OpenRPC document of this server's typed methods, as ``rpc.discover`` answers."""
+    def openrpc(self, *, version: str | None = None) -> dict[str, Any]:
+        """The OpenRPC document of this server's typed methods, as ``rpc.discover`` answers;
+        ``info.version`` is ``version``, by default the server's (``"0.0.0"`` if it has none).
+        """
+        if version is None:
+            version = "0.0.0" if self.version is None else self.version
+        return document(self._specs().values(), title=self.id, version=version)
+
+    def _specs(self) -> dict[str, Any]:
+        """Each typed method's spec, by name, as the table resolves them (first router wins)."""
         specs = {}
         for router in reversed(self._routers):
             specs.update({name: spec for name, _, spec in router._items()})
-        return document(specs.values(), title=self.id, version=version)
+        return specs
 
     def _routes_changed(self) -> None:
         table = dict(self._builtins)
@@ -205,6 +226,7 @@ class Server:
                 table.setdefault(name, respond)
         self._table = table
         self._discovered = None
+        self._schemas = None
         for client in self._clients.values():
             client._routes_changed()
 
@@ -222,13 +244,67 @@ class Server:
             "id": self.id,
             "pid": os.getpid(),
             "jitpc": __version__,
+            "version": self.version,
             "uptime": round(time.monotonic() - self._started, 3),
             "clients": len(self._clients),
             "in_flight": sum(
                 c._connection.in_flight for c in self._clients.values() if c._connection
             ),
             "methods": sorted(names),
+            "schemas": self._fingerprints(),
         }
+
+    def _fingerprints(self) -> dict[str, str]:
+        if self._schemas is None:
+            specs = self._specs()
+            self._schemas = {name: fingerprint(specs[name].params_type) for name in sorted(specs)}
+        return self._schemas
+
+    def _shutdown_request(self, _client: Client, params: Any) -> dict[str, Any]:
+        """``rpc.shutdown``: the answer goes out first, as from any handler that calls
+        :meth:`shutdown`."""
+        grace = SHUTDOWN_GRACE
+        if params is not None:
+            value = params.get("grace", grace) if type(params) is dict else params
+            if type(value) not in (int, float) or not value >= 0:
+                raise InvalidParams('rpc.shutdown takes {"grace": seconds}, seconds >= 0')
+            grace = float(value)
+        self.shutdown(grace=grace)
+        return {"pid": os.getpid()}
+
+    def shutdown(self, *, grace: float = 5.0) -> None:
+        """Stop gracefully: stop accepting clients now, let the requests being handled finish
+        and their answers go out, then close as :meth:`close` does (socket file removed, id
+        released). Past ``grace`` seconds, what still runs is cancelled and its caller gets
+        :class:`ClosedError`. Requests that arrive meanwhile on connected clients are still
+        handled (within the same grace). The spindown hook is not called.
+
+        It returns at once, so a handler may call it: its own answer goes out before the
+        connection closes. ``await server.wait_closed()`` waits for the end. Idempotent; a
+        :meth:`close` meanwhile closes at once.
+
+        Raises:
+            ValueError: ``grace`` is negative.
+        """
+        if not grace >= 0:
+            raise ValueError(f"grace must not be negative, not {grace!r}")
+        if self._closing is not None or self._draining is not None:
+            return
+        self._cancel_timer()
+        self._cancel_idle_check()
+        self._cancel_watch()
+        if self._rebinding is not None:
+            self._rebinding.cancel()
+        if self._listener is not None:
+            self._listener.close()  # (and the socket file: new clients find no server)
+        self._draining = self._loop.create_task(self._drain(grace))
+
+    async def _drain(self, grace: float) -> None:
+        try:
+            ends = [client.end(timeout=grace) for client in list(self._clients.values())]
+            await asyncio.gather(*ends)
+        finally:
+            self._begin_close()
 
     async def close(self) -> None:
         """Stop serving: close every client (their pending requests fail, their running
@@ -343,7 +419,7 @@ class Server:
         if self._clients.get(client.id) is client:
             del self._clients[client.id]
             heapq.heappush(self._free_ids, client.id)
-        if not self._clients and self._closing is None:
+        if not self._clients and self._closing is None and self._draining is None:
             self._cancel_idle_check()  # no clients: the no-client rule's turn
             self._start_timer()
 
@@ -510,8 +586,8 @@ class Server:
                     raised = True
         finally:
             self._spindown_task = None
-        if self._closing is not None:
-            return
+        if self._closing is not None or self._draining is not None:
+            return  # closed or shutting down meanwhile
         if not idle:
             if not raised and not self._clients:
                 self._begin_close()
@@ -694,6 +770,7 @@ async def listen(
     first_client_timeout: float | None = None,
     on_error: OnError | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    version: str | None = None,
 ) -> Server | None:
     """Serve ``server_id``, unless another process (Node or Python) already does.
 
@@ -721,6 +798,9 @@ async def listen(
             ``spindown_timeout`` (a server spun up for a client that is slow to come).
         on_error: called with errors that have no caller to go to (spindown hook, on_client).
         max_message_bytes: the longest message accepted from a client.
+        version: any string naming what this server runs (its package's version, say),
+            reported by ``rpc.status`` and ``rpc.discover``; a client that asks for another
+            (``connect(version=...)``) refuses this server or has it restarted.
 
     Returns:
         The server, or ``None`` if the id is already served (a second ``listen`` for a held id
@@ -728,11 +808,14 @@ async def listen(
 
     Raises:
         OSError: the lock or socket file cannot be used (a symlink, another user's file).
+        TypeError: ``version`` is not a string.
         ValueError: the id gives an unusable socket path; ``idle_timeout`` is not positive,
             ``first_client_timeout`` negative, or either is given with ``spindown=False``.
 
     Cancelling it is safe: a lock taken is released, a socket bound is closed.
     """
+    if version is not None and not isinstance(version, str):
+        raise TypeError(f"version must be a string or None, not {version!r}")
     if idle_timeout is not None and not idle_timeout > 0:
         raise ValueError(f"idle_timeout must be positive, not {idle_timeout!r}")
     if first_client_timeout is not None and not first_client_timeout >= 0:
@@ -757,6 +840,7 @@ async def listen(
             first_client_timeout=first_client_timeout,
             on_error=on_error,
             max_message_bytes=max_message_bytes,
+            version=version,
             _lock=lock,
         )
         if on_client is not None:
