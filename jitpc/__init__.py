@@ -20,6 +20,7 @@ from ._errors import RemoteError as RemoteError
 from ._errors import RequestCancelled as RequestCancelled
 from ._errors import ResultValidationError as ResultValidationError
 from ._errors import RPCError as RPCError
+from ._errors import VersionMismatch as VersionMismatch
 from ._method import Method as Method
 from ._server import Server as Server
 from ._server import listen as listen
@@ -40,6 +41,7 @@ __all__ = (
     # errors
     "JitpcError",
     "ConnectError",
+    "VersionMismatch",
     "ClosedError",
     "ProtocolError",
     "ResultValidationError",

@@ -9,6 +9,9 @@ server. Commands::
     jitpc status ID                       print the server's rpc.status (pid, uptime, methods...)
     jitpc where ID                        the socket and lock paths, and whether a server listens
     jitpc discover ID                     print the server's OpenRPC document (rpc.discover)
+    jitpc ls [--json] [--all]             list this user's servers in the jitpc tmpdir
+    jitpc stop ID [--force]               stop a server (rpc.shutdown; --force: then signals)
+    jitpc logs ID [-n LINES]              print the end of the id's spawn log (<tmpdir>/<id>.log)
 
 ``PARAMS_JSON`` is one JSON value (``-`` reads it from stdin); without it the message has no
 params. It must be UTF-8 and strict JSON, nest at most 200 levels deep (each array or object is
@@ -34,16 +37,40 @@ true, "status": null}`` and a note on stderr, and still exits 0. ``discover`` ag
 server prints nothing on stdout, the sentence ``jitpc: the server for 'ID' has no method
 rpc.discover (a Node jitpc server, probably)`` on stderr, and exits 1.
 
+``ls`` looks at every ``<id>.lock`` and ``<id>.sock`` of this user in the tmpdir, connects
+to each socket once (all at once, each bounded by ``--timeout``, default 2 s) and asks
+``rpc.status``. It lists what answers (a server without ``rpc.status``, as Node jitpc, with what
+is known: its pid from the socket's peer credentials where the platform gives them) and an id
+whose lock is held though its socket does not answer ("not answering"); ``--all`` adds stale
+files. It creates, removes and locks nothing: whether a lock is held is asked with
+``F_OFD_GETLK`` (Linux), which takes no lock, so a server starting meanwhile cannot lose its
+``listen()`` to the probe; elsewhere that is not known without taking the lock, and only the
+socket is asked. ``clients`` leaves out ``ls``'s own connection.
+
+``stop`` sends ``rpc.shutdown`` (``--grace SECONDS``: how long the server lets requests in
+flight finish; its default otherwise), then waits, blocked on the lock file (no polling),
+until the server has released the id, all within ``--timeout`` (default 10 s). With
+``--force``, a server that does not answer (or has no ``rpc.shutdown``, as Node jitpc), or that
+still holds the id when the time is up, gets SIGTERM, then SIGKILL if it still holds the id
+``--kill-after`` seconds later (default 3 s). It says what happened in one line on stderr.
+
+``logs`` prints the last ``-n`` lines (default 50) of ``<tmpdir>/<id>.log``, where
+``jitpc.spawn`` sends a daemon's output by default, beginning in the rotated ``<id>.log.1`` when
+the current log is shorter; exit 2 if there is neither.
+
 An unknown option after a command is reported with that command's usage (exit 64).
 
 Exit codes:
-    0   success (``ping``: a server answered)
+    0   success (``ping``: a server answered; ``ls``: always; ``stop``: the id is free)
     1   the server answered with an error (``call``, ``discover``; ``status`` unless it is
-        that the server has no ``rpc.status``)
-    2   no server answered (nothing listens at the id's socket, or it refused us)
+        that the server has no ``rpc.status``; ``stop``: it has no ``rpc.shutdown`` and
+        there is no ``--force``, or a signal could not be sent)
+    2   no server answered (nothing listens at the id's socket, or it refused us); ``logs``:
+        no log
     3   the connection closed, or the server broke the protocol, before the answer came
         (a request may or may not have run)
-    4   timed out: ``--timeout`` passed first (a request may or may not have run)
+    4   timed out: ``--timeout`` passed first (a request may or may not have run); ``stop``:
+        the id was still held when the time was up (after the signals, with ``--force``)
     64  usage error: bad arguments, invalid params JSON, unusable id (EX_USAGE)
     130 interrupted
     141 stdout was closed before all the output was written (``| head -c 1``), as a
@@ -57,6 +84,7 @@ import asyncio
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -64,10 +92,10 @@ from typing import Any, NoReturn
 
 import jitpc
 
-from . import _json
+from . import _daemons, _json
 from ._connect import CONNECT_TIMEOUT
 from ._json import reject_constant
-from ._paths import address
+from ._paths import address, tmpdir
 from ._transport import is_retryable
 
 EXIT_OK = 0
@@ -79,14 +107,27 @@ EXIT_USAGE = 64
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141
 
+#: ``ls``: seconds each server has to answer rpc.status.
+LS_TIMEOUT = 2.0
+#: ``ls``: sockets asked at once, at most (each is a descriptor).
+LS_CONCURRENCY = 64
+#: ``stop``: seconds for the answer and the release of the id, before exit 4 or signals.
+STOP_TIMEOUT = 10.0
+#: ``stop --force``: seconds from SIGTERM to SIGKILL, and after SIGKILL for the id to be free.
+KILL_AFTER = 3.0
+#: ``logs``: lines printed by default.
+LOG_LINES = 50
+
 EPILOG = f"""\
 exit codes:
-  0    success (ping: a server answered)
+  0    success (ping: a server answered; ls: always; stop: the id is free)
   1    the server answered with an error; its JSON error object is on stderr
-       (discover, from a server without rpc.discover such as Node jitpc: a sentence)
-  2    no server answered
+       (discover, from a server without rpc.discover such as Node jitpc: a sentence;
+       stop, from a server without rpc.shutdown without --force, or a failed signal:
+       a sentence)
+  2    no server answered (logs: there is no log)
   3    the connection closed (or the server broke the protocol) before the answer came
-  4    timed out: --timeout passed before the answer came
+  4    timed out: --timeout passed before the answer came (stop: before the id was free)
   64   usage error: bad arguments, invalid params JSON, unusable id
   130  interrupted
   141  stdout was closed before all the output was written (as by SIGPIPE)
@@ -147,6 +188,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a non-negative whole number: {text!r}")
+    return value
+
+
 def _parser() -> _Parser:
     common = _Parser(add_help=False)
     common.add_argument("id", metavar="ID", help="the server's jitpc id")
@@ -188,23 +239,26 @@ def _parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"jitpc {jitpc.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, help: str, *parents: _Parser) -> None:
-        parser.commands[name] = commands.add_parser(
+    def add(name: str, help: str, *parents: _Parser, connect: bool = True) -> _Parser:
+        command = commands.add_parser(
             name,
             help=help,
             description=help,
-            parents=[common, *parents],
+            parents=[common, *parents] if connect else list(parents),
             epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        parser.commands[name] = command
+        return command
 
     add("call", "send a request and print its result as JSON", message, pretty)
     add("notify", "send a notification", message)
     add("ping", "print 'alive' and exit 0 if a server answers rpc.ping, even with an error")
     add(
         "status",
-        "print the server's rpc.status as JSON (id, pid, jitpc, uptime, clients, in_flight, "
-        'methods); a server without it (Node jitpc) gives {"status": null, ...}',
+        "print the server's rpc.status as JSON (id, pid, jitpc, version, uptime, clients, "
+        "in_flight, methods, schemas); a server without it (Node jitpc) gives "
+        '{"status": null, ...}',
         pretty,
     )
     add("where", "print the socket and lock paths, and whether a server listens")
@@ -213,6 +267,77 @@ def _parser() -> _Parser:
         "print the server's OpenRPC document (the rpc.discover result); a server without it "
         "(Node jitpc) gives a sentence on stderr and exit 1",
         pretty,
+    )
+
+    ls = add(
+        "ls",
+        "list this user's servers in the jitpc tmpdir (id, pid, version, uptime, clients): "
+        "each socket is asked rpc.status once, all at once; it starts, creates, removes and "
+        "locks nothing",
+        connect=False,
+    )
+    ls.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    ls.add_argument(
+        "--all", action="store_true", help="also list stale ids (no lock held, no answer)"
+    )
+    ls.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=LS_TIMEOUT,
+        help=f"how long each server has to answer (default {LS_TIMEOUT:g})",
+    )
+
+    stop = add(
+        "stop",
+        "ask the server to stop (rpc.shutdown) and wait until it has released the id; "
+        "--force: then SIGTERM, then SIGKILL",
+        connect=False,
+    )
+    stop.add_argument("id", metavar="ID", help="the server's jitpc id")
+    stop.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=STOP_TIMEOUT,
+        help="how long the server has to answer and release the id, connecting included "
+        f"(default {STOP_TIMEOUT:g}); then exit 4, or with --force signal it",
+    )
+    stop.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=_seconds,
+        help="how long the server lets requests in flight finish (default: the server's, 5 s "
+        "for Python jitpc)",
+    )
+    stop.add_argument(
+        "--force",
+        action="store_true",
+        help="if the server does not answer rpc.shutdown (Node jitpc has none) or still holds "
+        "the id after --timeout, send SIGTERM to its pid, then SIGKILL",
+    )
+    stop.add_argument(
+        "--kill-after",
+        metavar="SECONDS",
+        type=_seconds,
+        default=KILL_AFTER,
+        help=f"with --force: seconds from SIGTERM to SIGKILL (default {KILL_AFTER:g})",
+    )
+
+    logs = add(
+        "logs",
+        "print the end of the id's spawn log, <tmpdir>/<ID>.log (jitpc.spawn's default), "
+        "starting in the rotated <ID>.log.1 if the log is shorter",
+        connect=False,
+    )
+    logs.add_argument("id", metavar="ID", help="the server's jitpc id")
+    logs.add_argument(
+        "-n",
+        "--lines",
+        metavar="LINES",
+        type=_count,
+        default=LOG_LINES,
+        help=f"how many lines (default {LOG_LINES})",
     )
     return parser
 
@@ -327,7 +452,8 @@ def _too_deep(value: Any) -> bool:
 def _check(args: argparse.Namespace) -> None:
     """Validate the id, method and params before any I/O."""
     try:
-        address(args.id)
+        if hasattr(args, "id"):  # not ls
+            address(args.id)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if hasattr(args, "method"):
@@ -414,8 +540,10 @@ def _no_server(exc: jitpc.ConnectError, args: argparse.Namespace) -> str:
         state = "a socket file, but its server's backlog is full"
     else:
         state = "a stale socket file"
-    if args.connect_timeout is not None or args.wait:
+    if getattr(args, "connect_timeout", None) is not None or getattr(args, "wait", False):
         waited = f"after trying for {_connect_timeout(args):g} s"
+    elif args.command == "stop":
+        waited = "tried once"
     else:
         waited = "tried once; try --wait?"
     return f"jitpc: no server for {exc.server_id!r} at {exc.path} ({state}; {waited})"
@@ -428,6 +556,37 @@ async def _alive(args: argparse.Namespace) -> None:
             await client.request("rpc.ping")
         except jitpc.RemoteError:
             pass  # a Node server has no rpc.ping: it answered an error, so it is alive
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    total = int(seconds)
+    minutes, secs = divmod(total, 60)
+    hours, mins = divmod(minutes, 60)
+    days, hrs = divmod(hours, 24)
+    if days:
+        return f"{days}d{hrs:02d}h"
+    if hours:
+        return f"{hours}h{mins:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _table(entries: list[dict[str, Any]]) -> list[str]:
+    """``entries`` as the lines of an aligned table, under a header."""
+    rows = [["ID", "PID", "VERSION", "JITPC", "UPTIME", "CLIENTS", "STATE"]]
+    for e in entries:
+        state = e["state"] if e["note"] is None else f"{e['state']} ({e['note']})"
+        cells = [e["id"], e["pid"], e["version"], e["jitpc"], None, e["clients"], state]
+        row = ["-" if cell is None else str(cell) for cell in cells]
+        row[4] = _duration(e["uptime"])
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -480,6 +639,9 @@ async def _status(args: argparse.Namespace) -> int:
                 "alive": True,
                 "status": None,
             }
+        else:
+            if isinstance(status, dict):
+                status.setdefault("version", None)  # a jitpc server from before versions
     _out(_dumps(status, args.pretty))
     return EXIT_OK
 
@@ -514,6 +676,126 @@ async def _discover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _ls(args: argparse.Namespace) -> int:
+    limit = asyncio.Semaphore(LS_CONCURRENCY)
+
+    async def one(server_id: str) -> dict[str, Any] | None:
+        async with limit:
+            try:
+                return await _daemons.describe(server_id, args.timeout)
+            except ValueError:  # a file name that makes no usable id (too long a path)
+                return None
+
+    found = await asyncio.gather(*map(one, _daemons.candidates(tmpdir())))
+    entries = [e for e in found if e is not None and (args.all or e["state"] != "stale")]
+    if args.json:
+        _out(_dumps(entries, False))
+    else:
+        for line in _table(entries):
+            _out(line)
+    return EXIT_OK
+
+
+async def _stop(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + args.timeout
+    name = f"the server for {args.id!r}"
+    paths = address(args.id)
+    release = _daemons.Release(paths.lock)  # opened first: the lock file of the server we ask
+    # Its pid, should it not answer: the kernel knows the socket's listener.
+    pid: int | None = _daemons.peer_pid_at(paths.socket) if args.force else None
+    client = jitpc.connect(args.id, connect_timeout=0)
+    failure, code = "", EXIT_OK
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            await client.open()
+            params = None if args.grace is None else {"grace": args.grace}
+            answer = await client.request("rpc.shutdown", params)
+        answered = _daemons.whole(answer.get("pid")) if isinstance(answer, dict) else None
+        pid = answered or pid
+        name = f"{name} (pid {pid})" if pid else name
+    except jitpc.ConnectError as exc:
+        client.destroy()
+        release.close()
+        held = _daemons.lock_held(paths.lock)
+        _err(_no_server(exc, args) + ("; its lock is held: starting, or stopping" if held else ""))
+        return EXIT_NO_SERVER
+    except jitpc.MethodNotFound:
+        failure = "has no method rpc.shutdown (a Node jitpc server, probably)"
+        code = EXIT_REMOTE_ERROR
+    except jitpc.RemoteError as exc:
+        failure = f"answered rpc.shutdown with {_dumps(exc.to_wire(), False)}"
+        code = EXIT_REMOTE_ERROR
+    except (jitpc.ClosedError, jitpc.ProtocolError) as exc:
+        failure, code = f"did not answer rpc.shutdown ({exc})", EXIT_CLOSED
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        failure = f"did not answer rpc.shutdown within {args.timeout:g} s (--timeout)"
+        code = EXIT_TIMEOUT
+    # Gone at once: the server's graceful close waits for its clients to end, this one too.
+    client.destroy()
+    lockless = release.lockless  # not a jitpc server's socket: no release to wait for
+    if not failure and lockless:
+        _err(f"jitpc: {name} answered rpc.shutdown; it has no lock file to wait on")
+        return EXIT_OK
+    if not failure:
+        if await release.wait(max(0.0, deadline - loop.time())):
+            took = loop.time() - started
+            _err(f"jitpc: stopped {name}: it released the id within {took:.2f} s")
+            return EXIT_OK
+        failure = f"still held the id {args.timeout:g} s after the request (--timeout)"
+        code = EXIT_TIMEOUT
+    if not args.force or pid is None:
+        release.close()
+        then = "--force would signal it" if not args.force else "its pid is unknown"
+        _err(f"jitpc: {name} {failure}; {then}")
+        return code
+    name = f"the server for {args.id!r} (pid {pid})"
+    sigkill = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows: both terminate
+    for signum in (signal.SIGTERM, sigkill):
+        how = signal.Signals(signum).name
+        try:
+            sent = _daemons.send_signal(pid, signum)
+            if lockless:
+                _err(f"jitpc: sent {how} to {name}, which {failure}; no lock file to wait on")
+                return EXIT_OK
+            freed = await release.wait(args.kill_after)
+        except OSError as exc:
+            _err(f"jitpc: {name} {failure}, and {how} failed: {exc.strerror or exc}")
+            return EXIT_REMOTE_ERROR
+        if freed:
+            _err(f"jitpc: stopped {name} with {how if sent else 'its exit'}: it {failure}")
+            return EXIT_OK
+    _err(f"jitpc: {name} {failure}, and still held the id {args.kill_after:g} s after SIGKILL")
+    return EXIT_TIMEOUT
+
+
+async def _logs(args: argparse.Namespace) -> int:
+    path = address(args.id).log
+    current = _daemons.tail(path, args.lines)
+    older = None
+    if current is None or current[1] < args.lines:  # begin in the rotated log
+        older = _daemons.tail(path + ".1", args.lines - (0 if current is None else current[1]))
+    if current is None and older is None:
+        _err(f"jitpc: no log for {args.id!r} at {path}")
+        return EXIT_NO_SERVER
+    data = b"".join(part[0] for part in (older, current) if part is not None)
+    stdout = getattr(sys.stdout, "buffer", None)
+    try:
+        if stdout is None:
+            sys.stdout.write(data.decode(errors="replace"))
+            sys.stdout.flush()
+        else:
+            stdout.write(data)  # the bytes as written: a log need not be UTF-8
+            stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosed from None
+    return EXIT_OK
+
+
 COMMANDS = {
     "call": _call,
     "notify": _notify,
@@ -521,6 +803,9 @@ COMMANDS = {
     "status": _status,
     "where": _where,
     "discover": _discover,
+    "ls": _ls,
+    "stop": _stop,
+    "logs": _logs,
 }
 
 

@@ -7,26 +7,36 @@ A :class:`Client` is what users hold: the responders and routers that answer the
 makes one handle per accepted connection, with no connector. Requests in flight die with their
 connection (:class:`ClosedError`: they may have run, so they are never resent); the handle, its
 responders and routers live on.
+
+With ``version=`` or ``methods=``, the connector checks each new connection's server before the
+handle uses it (see :meth:`~jitpc._connect.Connector.open`): until then the handle has no
+current connection, and notifications sent meanwhile wait on the handle, not on the connection,
+so that nothing reaches a server that fails the check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+import json
+import logging
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, overload
 
 from pydantic import ValidationError
 
-from ._connect import CONNECT_TIMEOUT, Connector, Spinup
+from ._connect import CONNECT_TIMEOUT, Connector, OnMismatch, Spinup, expect
 from ._connection import CLOSED, CONNECTING, ENDING, OPEN, Connection, Responder
 from ._errors import ClosedError, ConnectError, ResultValidationError
+from ._json import dump
 from ._method import Method, result_validator, type_name, validation_errors
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
 from ._threads import run_in_thread
 
 __all__ = ["Client", "Responder", "Routes", "Spinup", "TypedResponder", "connect"]
+
+logger = logging.getLogger("jitpc")
 
 F = TypeVar("F", bound=Responder)
 R = TypeVar("R")
@@ -78,12 +88,18 @@ class Client:
         connect_timeout: float | None = CONNECT_TIMEOUT,
         reconnect: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        version: str | None = None,
+        methods: Iterable[type[Method[Any]]] = (),
+        on_mismatch: OnMismatch = "error",
     ) -> None:
         self.server_id = server_id
         self.id = 0
         self.user_data: Any = None
         self._connector: Connector | None = Connector(
-            server_id, spinup=spinup, connect_timeout=connect_timeout
+            server_id,
+            spinup=spinup,
+            connect_timeout=connect_timeout,
+            expected=expect(version, methods, on_mismatch),
         )
         self._reconnect = reconnect
         self._max_message_bytes = max_message_bytes
@@ -98,6 +114,8 @@ class Client:
         self._opening: asyncio.Task[Connection] | None = None
         self._close_error: ConnectError | None = None  # why the client never connected
         self._waiting = 0  # calls waiting for the connect attempt
+        # Notifications (method, params as plain JSON) sent while the server is checked.
+        self._held: list[tuple[str, Any]] = []
         self._closed_waiter: asyncio.Future[None] | None = None
 
     @classmethod
@@ -137,7 +155,12 @@ class Client:
         with back-off until ``connect_timeout``. Concurrent calls share one attempt; cancelling
         a caller does not cancel the attempt others may be waiting for.
 
+        With ``version=`` or ``methods=`` (see :func:`connect`), the server is checked first,
+        and restarted on a mismatch with ``on_mismatch="restart"``, all within
+        ``connect_timeout``.
+
         Raises:
+            VersionMismatch: the server fails the version check (see :func:`connect`).
             ConnectError: no server answered in time (``__cause__`` says why), or the spinup
                 hook raised or outlived ``connect_timeout``.
             ClosedError: the client was closed.
@@ -164,7 +187,8 @@ class Client:
                 :class:`MethodNotFound` for the standard JSON-RPC codes.
             TimeoutError: ``timeout`` seconds passed first.
             ClosedError: the connection closed (or was closed) before the response came.
-            ConnectError: the connection could not be opened.
+            ConnectError: the connection could not be opened; :class:`VersionMismatch`, a
+                subclass, if its server failed the version check.
             TypeError: ``params`` cannot be written as JSON.
         """
         if timeout is not None:
@@ -194,7 +218,8 @@ class Client:
             ResultValidationError: the result does not fit the result type.
             TimeoutError: ``timeout`` seconds passed first.
             ClosedError: the connection closed before the response came.
-            ConnectError: the connection could not be opened.
+            ConnectError: the connection could not be opened; :class:`VersionMismatch`, a
+                subclass, if its server failed the version check.
         """
         method_type = type(params)
         raw = await self.request(method_type.__jitpc_method__, params, timeout=timeout)
@@ -218,7 +243,8 @@ class Client:
         Either ``notify("log", {"line": "hi"})`` or, typed, ``notify(Log(line="hi"))`` with a
         ``Method[None]`` params model. Connects first if needed, in the background; if that
         fails the notification is lost (and logged at debug level), as with any
-        fire-and-forget message.
+        fire-and-forget message. A client that checks its server's version holds it (its
+        params as they are now) until the server passed the check.
 
         Raises:
             ClosedError: the client is closed or ending.
@@ -233,7 +259,10 @@ class Client:
         if conn is None:
             self._start_opening()
             conn = self._connection
-            assert conn is not None
+            if conn is None:  # the server is being checked: nothing goes to it before that
+                # Written now, so that an unwritable params raises here, as unchecked.
+                self._held.append((method, None if params is None else json.loads(dump(params))))
+                return
         conn.notify(method, params)
 
     @overload
@@ -300,7 +329,8 @@ class Client:
                 opening = self._opening
                 if opening is not None:
                     conn = self._connection
-                    if not self._waiting and not (conn is not None and conn.queued):
+                    queued = self._held or (conn is not None and conn.queued)
+                    if not self._waiting and not queued:
                         opening.cancel()  # nobody awaits the attempt, nothing waits to go out
                     await asyncio.wait((opening,))
                 for conn in [self._connection, *self._retired]:
@@ -385,24 +415,28 @@ class Client:
         if self._opening is None:
             if self._connector is None:
                 raise self._closed_error()
-            conn = self._connection = Connection(
-                self, self.server_id, max_message_bytes=self._max_message_bytes
-            )
+            conn = self._new_connection()
+            if self._connector.expected is None:
+                self._connection = conn  # notifications queue on it until it connects
             self._opening = asyncio.get_running_loop().create_task(self._open(conn))
             self._opening.add_done_callback(self._opened)
         return self._opening
 
+    def _new_connection(self) -> Connection:
+        return Connection(self, self.server_id, max_message_bytes=self._max_message_bytes)
+
     async def _open(self, conn: Connection) -> Connection:
-        assert self._connector is not None
-        transport = await self._connector.connect(lambda: conn)
-        if conn.state is not OPEN:
-            transport.close()  # our connection_made failed: never leave a request hanging
-            raise ConnectError(
-                f"connected to the jitpc server {self.server_id!r}, "
-                "but could not set up the connection",
-                server_id=self.server_id,
-                path="",
-            )
+        connector = self._connector
+        assert connector is not None
+        conn = await connector.open(conn, self._new_connection)
+        if connector.expected is not None:  # checked: the handle uses it from now on
+            self._connection = conn
+            held, self._held = self._held, []
+            for method, params in held:
+                try:
+                    conn.notify(method, params)
+                except TypeError as exc:  # (only an odd method name: the params were written)
+                    logger.debug("jitpc: notification %r to %r lost: %s", method, conn, exc)
         return conn
 
     def _opened(self, task: asyncio.Task[Connection]) -> None:
@@ -413,11 +447,20 @@ class Client:
             exc = task.exception()
         if exc is None:
             return
+        if self._held:
+            logger.debug(
+                "jitpc: %d notifications to %r lost: %s", len(self._held), self.server_id, exc
+            )
+            self._held = []
         if isinstance(exc, ConnectError) and not self._reconnect:
             self._close_error = exc
         conn = self._connection
         if conn is not None and conn.state is CONNECTING:
             conn.destroy(exc)  # queued notifications are lost
+        if not self._reconnect:
+            # Closed for good, as by the connection's loss; a connection being checked was
+            # never the handle's, so its loss did not tell.
+            self._mark_closed()
 
     def _closed_error(self) -> BaseException:
         if self._close_error is not None:
@@ -473,6 +516,9 @@ def connect(
     connect_timeout: float | None = CONNECT_TIMEOUT,
     reconnect: bool = False,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    version: str | None = None,
+    methods: Iterable[type[Method[Any]]] = (),
+    on_mismatch: OnMismatch = "error",
 ) -> Client:
     """A client for the jitpc server ``server_id``; it connects at first use.
 
@@ -495,9 +541,38 @@ def connect(
             mounted routers carry over. Requests in flight when it ended fail with
             :class:`ClosedError` and are never resent.
         max_message_bytes: the longest message accepted from the server.
+        version: the version the server must run (what its ``listen(version=...)`` says).
+        methods: typed methods (``jitpc.Method`` subclasses) whose params and result schemas
+            must be the server's too (compared by fingerprint).
+        on_mismatch: what to do with a server that fails that check: ``"error"`` or
+            ``"restart"``.
+
+    Versions: with ``version`` or ``methods``, each new connection (the first, and each
+    after a reconnect) is checked before anything is sent on it: the server's ``rpc.status``
+    must report that ``version`` and, for each of ``methods``, the same fingerprint. A server
+    without ``rpc.status`` (Node jitpc) reports no version and no methods. The check counts
+    in ``connect_timeout``. A server that fails it:
+
+    * with ``on_mismatch="error"``: the first request, call or :meth:`Client.open` raises
+      :class:`VersionMismatch` (its ``expected`` and ``found`` versions, and the ``methods``
+      that differ); the connection is closed, the server left running.
+    * with ``on_mismatch="restart"``: it is asked to stop (``rpc.shutdown``, letting its
+      requests in flight finish for what is left of ``connect_timeout``, at most 5 s); once it
+      has given the id up, ``spinup`` starts the new server (the normal path) and that one is
+      checked. If it fails too, or the old one cannot be stopped (it has no
+      ``rpc.shutdown``, as Node jitpc; or it kept the id past ``connect_timeout``),
+      :class:`VersionMismatch`: a client restarts a server at most once per connect. Only a
+      server that failed the check on this client's connection is ever stopped: clients that
+      restart the same old server together stop it alone, one of them starts its successor
+      (with :func:`jitpc.spawn`, one per herd), and the others find the successor and take it.
 
     Raises:
-        ValueError: ``connect_timeout`` is negative.
+        ValueError: ``connect_timeout`` is negative; ``on_mismatch`` is neither
+            ``"error"`` nor ``"restart"``; with ``version`` or ``methods``,
+            ``connect_timeout`` is ``0`` (no time to ask the server), or
+            ``on_mismatch="restart"`` has no ``spinup`` to start the new server.
+        TypeError: ``version`` is not a string, or ``methods`` holds something other than
+            ``jitpc.Method`` subclasses.
     """
     return Client(
         server_id,
@@ -505,4 +580,7 @@ def connect(
         connect_timeout=connect_timeout,
         reconnect=reconnect,
         max_message_bytes=max_message_bytes,
+        version=version,
+        methods=methods,
+        on_mismatch=on_mismatch,
     )

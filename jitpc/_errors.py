@@ -4,6 +4,7 @@ Every error jitpc raises on purpose derives from :class:`JitpcError`::
 
     JitpcError
     ├── ConnectError(JitpcError, ConnectionError)  no server, even after spinup and back-off
+    │   └── VersionMismatch                        the server runs another version than asked for
     ├── ClosedError(JitpcError, ConnectionError)   the connection closed before the response
     ├── ProtocolError                              the peer broke the framing or message rules
     ├── ResultValidationError(JitpcError, ValueError)  a typed call's result failed its model
@@ -38,6 +39,7 @@ __all__ = [
     "RemoteError",
     "RequestCancelled",
     "ResultValidationError",
+    "VersionMismatch",
 ]
 
 
@@ -66,6 +68,53 @@ class ConnectError(JitpcError, ConnectionError):
 
 def _rebuild_connect_error(message: str, server_id: str, path: str) -> ConnectError:
     return ConnectError(message, server_id=server_id, path=path)
+
+
+class VersionMismatch(ConnectError):
+    """The server runs another version, or other method schemas, than the client asked for
+    (``connect(version=..., methods=...)``), and was not (or could not be) restarted.
+
+    Attributes:
+        expected: the version asked for (``None``: only ``methods`` were checked).
+        found: the version the server reports (``None``: it reports none; a Node jitpc
+            server, which has no ``rpc.status``, never does).
+        methods: the names of the methods whose schemas differ from the client's, or that the
+            server does not report.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server_id: str,
+        path: str,
+        expected: str | None,
+        found: str | None,
+        methods: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, server_id=server_id, path=path)
+        self.expected = expected
+        self.found = found
+        self.methods = methods
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_version_mismatch,
+            (str(self), self.server_id, self.path, self.expected, self.found, self.methods),
+        )
+
+
+def _rebuild_version_mismatch(
+    message: str,
+    server_id: str,
+    path: str,
+    expected: str | None,
+    found: str | None,
+    methods: tuple[str, ...],
+) -> VersionMismatch:
+    return VersionMismatch(
+        message, server_id=server_id, path=path, expected=expected, found=found, methods=methods
+    )
 
 
 class ClosedError(JitpcError, ConnectionError):

@@ -119,6 +119,12 @@ if sys.platform == "win32":
             raise ctypes.WinError(ctypes.get_last_error())
         _UnlockFileEx(handle, 0, _MAXDWORD, _MAXDWORD, ctypes.byref(overlapped))
 
+    def is_held(fd: int) -> bool | None:
+        """Whether a process holds the lock on the file ``fd``: unknown here (``None``), as
+        LockFileEx can only be asked by taking the lock, which would make a server's
+        ``listen()`` at that instant fail."""
+        return None
+
     def _try_lock(fd: int) -> bool:
         handle = msvcrt.get_osfhandle(fd)
         overlapped = _Overlapped()
@@ -157,6 +163,13 @@ else:
             (the caller closes ``fd``)."""
             fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _RDLOCK)
 
+        def is_held(fd: int) -> bool | None:
+            """Whether a process holds the lock on the file ``fd``. F_OFD_GETLK only asks: it
+            takes no lock, so a server whose ``listen()`` tries the lock at that instant still
+            gets it (a try-lock, even shared and dropped at once, would make it fail)."""
+            answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK)
+            return bool(struct.unpack("@hhqqi4x", answer)[0] != fcntl.F_UNLCK)
+
         def _try_lock(fd: int) -> bool:
             try:
                 fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK)
@@ -173,6 +186,12 @@ else:
             (the caller closes ``fd``)."""
             fcntl.flock(fd, fcntl.LOCK_SH)
 
+        def is_held(fd: int) -> bool | None:
+            """Whether a process holds the lock on the file ``fd``: unknown here (``None``), as
+            flock can only be asked by taking the lock, which would make a server's
+            ``listen()`` at that instant fail."""
+            return None
+
         def _try_lock(fd: int) -> bool:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -181,6 +200,49 @@ else:
                     return False
                 raise
             return True
+
+
+if sys.platform == "win32":
+    _READ_FLAGS = os.O_RDONLY | os.O_BINARY | os.O_NOINHERIT
+else:
+    # In the shared tmpdir: never through a symlink, never blocking on a FIFO put in its place.
+    _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def open_existing(path: str, what: str = "lock") -> Lock | None:
+    """The lock file at ``path``, opened read-only to watch it (never created), as a
+    :class:`Lock` that holds no lock yet; ``None`` if there is no such file. Tracked, so that
+    a child forked while it waits closes its copy (a read lock taken by :func:`wait_free`
+    belongs to the open file, and a copy would keep the id taken).
+
+    Raises:
+        OSError: it is not a regular file, or (POSIX) belongs to another user.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"jitpc {what} path is not a regular file", path)
+        check_owner(st, path, what)
+        watched = Lock(fd, path, (st.st_dev, st.st_ino))
+        _fork.track(watched)
+    except BaseException:
+        os.close(fd)
+        raise
+    return watched
+
+
+def wait_free(watched: Lock) -> None:
+    """Block until no process holds the lock on ``watched`` (from :func:`open_existing`),
+    then close it, which drops the shared lock the wait took."""
+    try:
+        if watched.held:
+            wait_unlocked(watched.fileno())
+    finally:
+        watched.release()
 
 
 def try_acquire(path: str) -> Lock | None:

@@ -41,11 +41,24 @@ def tmpdir(env: Mapping[str, str] | None = None, *, platform: str = sys.platform
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """The socket (or pipe) and lock file of one server id."""
+    """The files of one server id: its socket (or pipe), lock file and spawn log."""
 
     server_id: str
+    #: The Unix socket (``<tmpdir>/<id>.sock``) or Windows named pipe (``\\.\pipe\<id>``).
     socket: str
+    #: The lock file, ``<tmpdir>/<id>.lock``, held by the serving process.
     lock: str
+
+    @property
+    def log(self) -> str:
+        """Where :func:`jitpc.spawn` appends a daemon's output by default: ``<tmpdir>/<id>.log``
+        (rotated to ``.log.1``)."""
+        return self.lock.removesuffix(".lock") + ".log"
+
+    @property
+    def spawn_lock(self) -> str:
+        """Held by a spawning client until its daemon is ready: ``<tmpdir>/<id>.spawn.lock``."""
+        return self.lock.removesuffix(".lock") + ".spawn.lock"
 
 
 def address(

@@ -1,4 +1,4 @@
-"""Who is at the other end of a Unix socket: the peer's user id, from the kernel.
+"""Who is at the other end of a Unix socket: the peer's user (and process) id, from the kernel.
 
 The trust boundary of jitpc is the OS user (research T1, T10): file modes on a socket in a
 shared ``/tmp`` are not a portable barrier, so both ends ask the kernel for the peer's
@@ -14,7 +14,7 @@ import socket
 import struct
 import sys
 
-__all__ = ["check_peer", "peer_uid"]
+__all__ = ["check_peer", "peer_pid", "peer_uid"]
 
 
 if sys.platform == "linux":
@@ -26,10 +26,20 @@ if sys.platform == "linux":
         _pid, uid, _gid = _UCRED.unpack(data)
         return int(uid)
 
+    def peer_pid(sock: socket.socket) -> int | None:
+        """The process id at the other end of ``sock``; None if unknown."""
+        data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        pid = int(_UCRED.unpack(data)[0])
+        return pid if pid > 0 else None
+
 elif sys.platform == "win32":
 
     def peer_uid(sock: socket.socket) -> int | None:
         """Windows has no Unix user ids; named pipes check users by SID (``_winpipe``)."""
+        return None
+
+    def peer_pid(sock: socket.socket) -> int | None:
+        """Unknown for a socket here (named pipes are not sockets)."""
         return None
 
 else:
@@ -45,6 +55,20 @@ else:
         except OSError:
             return None
         return int(struct.unpack_from("I", data, 4)[0])
+
+    # macOS: LOCAL_PEERPID; the BSDs' xucred has no pid (before FreeBSD 13).
+    _LOCAL_PEERPID = 0x002 if sys.platform == "darwin" else None
+
+    def peer_pid(sock: socket.socket) -> int | None:
+        """The process id at the other end of ``sock``; None if unknown."""
+        if _LOCAL_PEERPID is None:
+            return None
+        try:
+            data = sock.getsockopt(_SOL_LOCAL, _LOCAL_PEERPID, 4)
+        except OSError:
+            return None
+        pid = int(struct.unpack("i", data)[0])
+        return pid if pid > 0 else None
 
 
 def check_peer(sock: socket.socket) -> None:

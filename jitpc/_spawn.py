@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from ._errors import ConnectError
-from ._lock import try_acquire, wait_unlocked
+from ._lock import open_existing, try_acquire, wait_free
 from ._paths import address, check_owner
 from ._threads import run_in_own_thread, settle_threadsafe
 
@@ -150,18 +150,9 @@ else:
 
 def _wait_free(path: str) -> None:
     """Block until nobody holds the lock file at ``path`` (or it does not exist)."""
-    try:
-        fd = os.open(path, _READ_FLAGS | _PRIVATE)
-    except FileNotFoundError:
-        return
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "jitpc spawn lock path is not a regular file", path)
-        check_owner(st, path, "spawn lock")
-        wait_unlocked(fd)
-    finally:
-        os.close(fd)  # also releases the lock we got: we only waited for it
+    watched = open_existing(path, "spawn lock")
+    if watched is not None:
+        wait_free(watched)
 
 
 def _open_log(path: str, private: bool) -> int:
@@ -385,10 +376,9 @@ class _Run:
         self.server_id = server_id
         addr = address(server_id)
         self.socket = addr.socket
-        prefix = addr.lock.removesuffix(".lock")
-        self.spawn_lock = prefix + ".spawn.lock"
+        self.spawn_lock = addr.spawn_lock
         self.private_log = spawn.log is None
-        self.log = prefix + ".log" if spawn.log is None else os.fspath(spawn.log)
+        self.log = addr.log if spawn.log is None else os.fspath(spawn.log)
         self.log_start = 0
         self.child: _Child | None = None
         self.waiting = False  # for another process's spawn

@@ -58,13 +58,13 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._client import Client as _AsyncClient
 from ._client import Responder
-from ._connect import CONNECT_TIMEOUT
+from ._connect import CONNECT_TIMEOUT, OnMismatch
 from ._errors import ClosedError
 from ._method import Method
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
@@ -294,6 +294,9 @@ class Client:
         reconnect: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         timeout: float | None = None,
+        version: str | None = None,
+        methods: Iterable[type[Method[Any]]] = (),
+        on_mismatch: OnMismatch = "error",
     ) -> None:
         self._client = _AsyncClient(
             server_id,
@@ -301,6 +304,9 @@ class Client:
             connect_timeout=connect_timeout,
             reconnect=reconnect,
             max_message_bytes=max_message_bytes,
+            version=version,
+            methods=methods,
+            on_mismatch=on_mismatch,
         )
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -358,6 +364,7 @@ class Client:
             timeout: seconds to wait at most (default: the client's ``timeout``).
 
         Raises:
+            VersionMismatch: the server failed the version check (see :func:`connect`).
             ConnectError: no server answered within ``connect_timeout``, or the spinup hook
                 raised or outlived it.
             ClosedError: the client was closed.
@@ -382,7 +389,9 @@ class Client:
             RemoteError: the peer answered with an error; a subclass such as
                 :class:`jitpc.MethodNotFound` for the standard JSON-RPC codes.
             ClosedError: the connection closed (or was closed) before the response came.
-            ConnectError: the connection could not be opened within ``connect_timeout``.
+            ConnectError: the connection could not be opened within ``connect_timeout``;
+                :class:`jitpc.VersionMismatch`, a subclass, if its server failed the version
+                check.
             TimeoutError: ``timeout`` passed first.
             TypeError: ``params`` cannot be written as JSON.
             RuntimeError: called from a thread running an event loop.
@@ -402,7 +411,9 @@ class Client:
             RemoteError: any other error answer.
             ResultValidationError: the result does not fit the result type.
             ClosedError: the connection closed before the response came.
-            ConnectError: the connection could not be opened within ``connect_timeout``.
+            ConnectError: the connection could not be opened within ``connect_timeout``;
+                :class:`jitpc.VersionMismatch`, a subclass, if its server failed the version
+                check.
             TimeoutError: ``timeout`` passed first.
             RuntimeError: called from a thread running an event loop.
         """
@@ -523,6 +534,9 @@ def connect(
     reconnect: bool = False,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     timeout: float | None = None,
+    version: str | None = None,
+    methods: Iterable[type[Method[Any]]] = (),
+    on_mismatch: OnMismatch = "error",
 ) -> Client:
     """A blocking client for the jitpc server ``server_id``; it connects at first use.
 
@@ -547,9 +561,16 @@ def connect(
         max_message_bytes: the longest message accepted from the server.
         timeout: the default of every call's ``timeout``, its whole deadline, connecting
             included, and of :meth:`Client.close`'s (``None``: no bound).
+        version, methods, on_mismatch: the server's version check, as for
+            :func:`jitpc.connect`: a server that fails it makes the first call raise
+            :class:`jitpc.VersionMismatch`, or is restarted once (``"restart"``), within
+            ``connect_timeout``.
 
     Raises:
-        ValueError: ``connect_timeout`` is negative.
+        ValueError: ``connect_timeout`` is negative, or the version arguments do not go
+            together (see :func:`jitpc.connect`).
+        TypeError: ``version`` is not a string, or ``methods`` holds something other than
+            ``jitpc.Method`` subclasses.
     """
     return Client(
         server_id,
@@ -558,4 +579,7 @@ def connect(
         reconnect=reconnect,
         max_message_bytes=max_message_bytes,
         timeout=timeout,
+        version=version,
+        methods=methods,
+        on_mismatch=on_mismatch,
     )

@@ -18,6 +18,7 @@ PUBLIC = {
     "Router",
     "JitpcError",
     "ConnectError",
+    "VersionMismatch",
     "ClosedError",
     "ProtocolError",
     "RemoteError",
@@ -59,6 +60,7 @@ def test_errors_form_one_tree() -> None:
         if isinstance(obj, type) and issubclass(obj, BaseException):
             assert issubclass(obj, jitpc.JitpcError)
     assert issubclass(jitpc.ConnectError, ConnectionError)
+    assert issubclass(jitpc.VersionMismatch, jitpc.ConnectError)
     assert issubclass(jitpc.ClosedError, ConnectionError)
     for cls in (jitpc.InvalidParams, jitpc.MethodNotFound, jitpc.InternalError):
         assert issubclass(cls, jitpc.RemoteError)
@@ -70,6 +72,9 @@ def test_errors_form_one_tree() -> None:
         jitpc.RemoteError("boom", "E_BOOM", {"x": 1}, stack="Error: boom"),
         jitpc.InvalidParams("bad params", data=[{"loc": ["key"]}]),
         jitpc.ConnectError("no server", server_id="a", path="/tmp/a.sock"),
+        jitpc.VersionMismatch(
+            "m", server_id="a", path="/p", expected="2", found=None, methods=("inc",)
+        ),
         jitpc.ClosedError("closed"),
         jitpc.RPCError(-32001, "quota", {"limit": 1}),
         jitpc.ResultValidationError("bad result", [{"loc": ["count"]}], {"count": "x"}),

@@ -80,3 +80,26 @@ def check_errors() -> None:
         assert_type(exc.server_id, str)
     except OSError:  # ConnectError and ClosedError are ConnectionErrors too
         pass
+
+
+class Ping(jitpc.Method[int], method="ping"):
+    n: int
+
+
+async def check_versions() -> None:
+    client = jitpc.connect("id", version="1.2", methods=[Ping], on_mismatch="restart")
+    assert_type(client, jitpc.Client)
+    jitpc.connect("id", version=None, methods=(Ping,), on_mismatch="error")
+    jitpc.connect("id", methods={Ping})
+    jitpc.connect("id", version=2)  # type: ignore[arg-type]
+    jitpc.connect("id", on_mismatch="retry")  # type: ignore[arg-type]
+    jitpc.connect("id", methods=[int])  # type: ignore[list-item]
+    jitpc.connect("id", methods=Ping)  # type: ignore[arg-type]
+    jitpc.connect("id", methods=[Ping(n=1)])  # type: ignore[list-item]
+    try:
+        await client.open()
+    except jitpc.VersionMismatch as exc:
+        assert_type(exc.expected, str | None)
+        assert_type(exc.found, str | None)
+        assert_type(exc.methods, tuple[str, ...])
+        assert_type(exc.server_id, str)  # a ConnectError

@@ -57,6 +57,15 @@ def check_connect_timeout_and_reconnect() -> None:
     assert_type(c.close(timeout=0.5), None)
 
 
+def check_versions() -> None:
+    c = jitpc.sync.connect("id", version="2", methods=[Inc, Log], on_mismatch="restart")
+    assert_type(c, jitpc.sync.Client)
+    jitpc.sync.Client("id", version=None, methods=(), on_mismatch="error")
+    jitpc.sync.connect("id", version=2)  # type: ignore[arg-type]
+    jitpc.sync.connect("id", on_mismatch="loop")  # type: ignore[arg-type]
+    jitpc.sync.connect("id", methods=[Counter])  # type: ignore[list-item]
+
+
 def check_rejections(c: jitpc.sync.Client) -> None:
     c.call(Counter(key="a", count=1))  # type: ignore[arg-type]
     c.call("inc")  # type: ignore[arg-type]
