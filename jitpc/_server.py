@@ -332,11 +332,12 @@ class Server:
         runs; SIGINT raises :class:`KeyboardInterrupt` (under ``asyncio.run``, it cancels the
         main task and ``asyncio.run`` raises it). A handler the program set with
         ``signal.signal`` is restored and called; a signal the program handles with
-        ``loop.add_signal_handler`` on this loop is left to that handler. Servers serving
-        forever at once share the handlers: a signal closes them all, and is delivered again
-        once the last has closed. Signals are handled only in the main thread (Python can set
-        handlers nowhere else); in any other thread, and with ``signals=False``, this only
-        waits.
+        ``loop.add_signal_handler`` on this loop is left to that handler, and one it ignores
+        (``SIG_IGN``, as a shell starts a background job's SIGINT) stays ignored: it does not
+        close the server. Servers serving forever at once share the handlers: a signal closes
+        them all, and is delivered again once the last has closed. Signals are handled only in
+        the main thread (Python can set handlers nowhere else); in any other thread, and with
+        ``signals=False``, this only waits.
 
         Cancelling it closes the server, as for :meth:`asyncio.Server.serve_forever`.
 
@@ -696,6 +697,8 @@ class _Signals:
         try:
             for sig in SIGNALS:
                 before = signal.getsignal(sig)
+                if before == signal.SIG_IGN:
+                    continue  # ignored (a background job's SIGINT): it stays ignored
                 if _set_by_loop(before, loop):
                     continue  # the program's loop.add_signal_handler(): we could not restore it
                 try:

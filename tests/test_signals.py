@@ -92,6 +92,17 @@ async def test_the_programs_own_handler_is_restored_and_called_after_the_close(
 # -- in this process -----------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def sigint_as_from_a_terminal() -> Iterator[None]:
+    """SIGINT starts with Python's default handler, even if the test run inherited it ignored
+    (``pytest ... &`` in a script), which serve_forever() leaves alone; put back after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture
 def sigterms() -> Iterator[list[int]]:
     """SIGTERM goes to a recording handler for the test (never the default: it would kill
@@ -275,3 +286,25 @@ async def test_without_loop_signal_handlers_it_uses_signal_signal(
         os.kill(os.getpid(), signal.SIGTERM)
         await serving
         assert server.closed and sigterms == [signal.SIGTERM] and handlers() == before
+
+
+async def test_a_signal_the_process_ignores_stays_ignored(
+    server_id: str, sigterms: list[int]
+) -> None:
+    before_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        async with asyncio.timeout(HANG):
+            server = await jitpc.listen(server_id, spindown=False)
+            assert server is not None
+            before = handlers()
+            serving = await started(server.serve_forever())
+            assert handlers()[0] != before[0] and handlers()[1] == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: dropped as it is sent
+            async with jitpc.connect(server_id) as client:  # still serving
+                assert await client.request("rpc.ping") == {}
+            assert not server.closed
+            os.kill(os.getpid(), signal.SIGTERM)
+            await serving
+            assert server.closed and sigterms == [signal.SIGTERM] and handlers() == before
+    finally:
+        signal.signal(signal.SIGINT, before_sigint)

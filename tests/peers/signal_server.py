@@ -3,7 +3,8 @@
 Prints ``listening`` once it listens and ``handling`` when a ``hang`` request starts (it waits
 for good). With ``--own-handler`` it first sets a SIGTERM handler of its own, which prints
 ``own handler SIGTERM closed=BOOL`` and exits with status 7. It prints ``returned`` if
-``serve_forever()`` returns.
+``serve_forever()`` returns. SIGINT and SIGTERM start with Python's default handlers, even if
+the test run inherited them ignored.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ async def main(server_id: str, own_handler: bool) -> int:
 
 
 if __name__ == "__main__":
+    # The dispositions of a program started from a terminal, whatever this one inherited: a
+    # test run started in the background of a non-interactive shell (``pytest ... &``) hands
+    # SIGINT down ignored, and then neither Python nor asyncio.run sets a SIGINT handler, so
+    # serve_forever() would close on SIGINT and deliver it again only to SIG_IGN (exit 0).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     coro = main(sys.argv[1], "--own-handler" in sys.argv[2:])
     if "--uvloop" in sys.argv[2:]:
         import uvloop
