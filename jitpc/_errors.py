@@ -23,7 +23,12 @@ Every error jitpc raises on purpose derives from :class:`JitpcError`::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+
+TYPE_CHECKING = (
+    False  # (not typing's: a program that only catches jitpc's errors need not import it)
+)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = [
     "ClosedError",

@@ -95,3 +95,55 @@ def test_remote_error_from_wire_picks_the_class_by_code() -> None:
     odd = jitpc.RemoteError.from_wire("just a string")
     assert type(odd) is jitpc.RemoteError and odd.data == "just a string"
     assert repr(jitpc.MethodNotFound("x")) == "MethodNotFound(message='x', code=-32601)"
+
+
+def test_import_jitpc_imports_neither_asyncio_nor_pydantic() -> None:
+    # Names load when first used: a program that only imports jitpc (or catches its errors)
+    # pays for neither.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jitpc\n"
+        "jitpc.ConnectError, jitpc.RemoteError, jitpc.__version__\n"
+        "print(sorted(m for m in ('asyncio', 'pydantic', 'pydantic_core') if m in sys.modules))\n"
+        "jitpc.connect\n"
+        "print(sorted(m for m in ('asyncio', 'pydantic') if m in sys.modules))\n"
+        "print(jitpc.ConnectError.__module__, jitpc.Client.__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines() == ["[]", "['asyncio', 'pydantic']", "jitpc jitpc"]
+
+
+def test_errors_say_they_come_from_jitpc_however_they_are_reached() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import jitpc.sync, jitpc._errors as e\n"
+        "print(e.ConnectError.__module__, e.VersionMismatch.__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["jitpc", "jitpc"]
+
+
+def test_dir_lists_the_public_names() -> None:
+    assert set(jitpc.__all__) <= set(dir(jitpc))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        jitpc.nope  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_an_asyncio_program_loads_everything_at_import() -> None:
+    # Not at first use inside the running loop, which would stall it (and -X dev says so).
+    import subprocess
+    import sys
+
+    code = "import asyncio, sys, jitpc\nprint('jitpc._server' in sys.modules)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["True"]
