@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._errors import RPCError as RPCError
     from ._errors import VersionMismatch as VersionMismatch
     from ._method import Method as Method
+    from ._paths import address as address
     from ._server import Server as Server
     from ._server import listen as listen
     from ._spawn import spawn as spawn
@@ -48,6 +49,7 @@ __all__ = (
     "connect",
     "listen",
     "spawn",
+    "address",
     "Client",
     "Server",
     # typed methods
@@ -77,6 +79,7 @@ _HOMES = {
     "listen": "_server",
     "Server": "_server",
     "spawn": "_spawn",
+    "address": "_paths",
     "Method": "_method",
     "Router": "_typed",
     **dict.fromkeys(__all__[__all__.index("JitpcError") :], "_errors"),  # the rest: errors

@@ -64,7 +64,11 @@ class Address:
 def address(
     server_id: str, env: Mapping[str, str] | None = None, *, platform: str = sys.platform
 ) -> Address:
-    """The socket and lock paths for ``server_id``, as Node jitpc 2.x computes them.
+    """The files of ``server_id``: ``.socket`` (the Unix socket, or the named pipe on Windows)
+    and ``.lock`` as Node jitpc 2.x computes them, and ``.log``, where :func:`jitpc.spawn`
+    writes a daemon's output by default. The tmpdir is read from the environment at each call
+    (``TMPDIR``, then ``TMP``, ``TEMP``, ``/tmp``, as Node's ``os.tmpdir()``), not cached as
+    :func:`tempfile.gettempdir` does. ``env`` and ``platform`` compute another machine's paths.
 
     Raises:
         ValueError: the id is empty or holds a NUL, or the socket path would be longer than the

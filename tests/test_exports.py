@@ -12,6 +12,7 @@ PUBLIC = {
     "connect",
     "listen",
     "spawn",
+    "address",
     "Client",
     "Server",
     "Method",

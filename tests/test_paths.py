@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+import jitpc
 from jitpc._paths import address, tmpdir
 
 
@@ -63,3 +67,21 @@ def test_too_long_socket_path_is_a_clear_error() -> None:
 def test_unusable_ids_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError, match="non-empty string"):
         address(bad)
+
+
+async def test_the_public_address_names_a_servers_files(
+    server_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where = jitpc.address(server_id)
+    assert (where.socket, where.lock, where.log) == tuple(
+        str(jitpc_tmpdir / f"{server_id}.{suffix}") for suffix in ("sock", "lock", "log")
+    )
+    server = await jitpc.listen(server_id, spindown=False)
+    assert server is not None
+    async with server:
+        assert sorted(os.listdir(jitpc_tmpdir)) == sorted(
+            os.path.basename(path) for path in (where.socket, where.lock)
+        )
+    # Read at each call, as Node's os.tmpdir() (tempfile.gettempdir() would cache it).
+    monkeypatch.setenv("TMPDIR", "/elsewhere")
+    assert jitpc.address(server_id).lock == f"/elsewhere/{server_id}.lock"
