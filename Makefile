@@ -31,3 +31,4 @@ test: $(BIN)/python
 bench: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python bench/echo.py
+	$(BIN)/python bench/oneshot.py
