@@ -22,17 +22,20 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-from pydantic import ValidationError
+# pydantic-core's, which pydantic re-exports: an untyped client never imports pydantic.
+from pydantic_core import ValidationError
 
 from ._connect import CONNECT_TIMEOUT, Connector, OnMismatch, Spinup, expect
 from ._connection import CLOSED, CONNECTING, ENDING, OPEN, Connection, Responder
 from ._errors import ClosedError, ConnectError, ResultValidationError
 from ._json import dump
-from ._method import Method, result_validator, type_name, validation_errors
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
 from ._threads import run_in_thread
+
+if TYPE_CHECKING:
+    from ._method import Method
 
 __all__ = ["Client", "Responder", "Routes", "Spinup", "TypedResponder", "connect"]
 
@@ -223,9 +226,18 @@ class Client:
         """
         method_type = type(params)
         raw = await self.request(method_type.__jitpc_method__, params, timeout=timeout)
+        # (``_method`` is imported by now, as ``params`` is a Method; its cache is read here,
+        # as result_validator() would, to spare a call per result.)
+        validate = method_type.__dict__.get("__jitpc_validate_result__")
+        if validate is None:
+            from ._method import result_validator
+
+            validate = result_validator(method_type)
         try:
-            return result_validator(method_type)(raw)  # type: ignore[no-any-return]
+            return validate(raw)  # type: ignore[no-any-return]
         except ValidationError as exc:
+            from ._method import type_name, validation_errors
+
             raise ResultValidationError(
                 f"the result of {method_type.__jitpc_method__!r} does not fit "
                 f"{type_name(method_type.__jitpc_result_type__)}: {exc}",
@@ -253,8 +265,11 @@ class Client:
         """
         if self._state is not OPEN:
             raise self._closed_error()
-        if isinstance(method, Method):
-            method, params = type(method).__jitpc_method__, method
+        if type(method) is not str:
+            name = getattr(type(method), "__jitpc_method__", None)
+            if not isinstance(name, str):
+                raise TypeError(f"notify() takes a method name or a jitpc.Method, not {method!r}")
+            method, params = name, method
         conn = self._current()
         if conn is None:
             self._start_opening()

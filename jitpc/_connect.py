@@ -34,16 +34,18 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._connection import OPEN, Connection
 from ._errors import ClosedError, ConnectError, MethodNotFound, RemoteError, VersionMismatch
 from ._lock import open_existing, wait_free
-from ._method import Method, fingerprint
 from ._paths import address
 from ._spawn import Spawn
 from ._threads import run_in_own_thread, run_in_thread
 from ._transport import is_retryable, open_stream
+
+if TYPE_CHECKING:
+    from ._method import Method
 
 __all__ = [
     "BACKOFF",
@@ -180,6 +182,9 @@ def expect(
             f"methods must be an iterable of jitpc.Method subclasses, not {methods!r}"
         ) from None
     fingerprints: dict[str, str] = {}
+    if given:
+        # (Here, not at the top: an untyped client never imports pydantic.)
+        from ._method import Method, fingerprint
     for method in given:
         if not (
             isinstance(method, type)

@@ -15,7 +15,6 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
 __all__ = ["MAX_DEPTH", "dump", "encode", "reject_constant", "second_chance"]
@@ -90,8 +89,9 @@ _serializers: dict[type, Any] = {}
 def _new_serializer(tp: type) -> Any:
     """The serializer of a type not in ``_serializers`` yet (callers look there first: a call
     less per message)."""
-    # No isinstance(BaseModel): pydantic's metaclass makes that an ABC check, slow here.
-    ser = tp.__dict__.get("__pydantic_serializer__") if issubclass(tp, BaseModel) else None
+    # Its own serializer, as pydantic sets one on each model class (and pydantic dataclass):
+    # no isinstance(BaseModel), which would import pydantic (and is an ABC check, slow here).
+    ser = tp.__dict__.get("__pydantic_serializer__")
     if len(_serializers) < 4096:
         _serializers[tp] = ser
     return ser

@@ -60,15 +60,17 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _claim
 from ._client import Client as _AsyncClient
 from ._client import Responder
 from ._connect import CONNECT_TIMEOUT, OnMismatch
 from ._errors import ClosedError
-from ._method import Method
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
+
+if TYPE_CHECKING:
+    from ._method import Method
 
 __all__ = ["Client", "connect"]
 

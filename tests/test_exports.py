@@ -98,7 +98,7 @@ def test_remote_error_from_wire_picks_the_class_by_code() -> None:
     assert repr(jitpc.MethodNotFound("x")) == "MethodNotFound(message='x', code=-32601)"
 
 
-def test_import_jitpc_imports_neither_asyncio_nor_pydantic() -> None:
+def test_import_jitpc_imports_neither_asyncio_nor_pydantic_before_they_are_used() -> None:
     # Names load when first used: a program that only imports jitpc (or catches its errors)
     # pays for neither.
     import subprocess
@@ -108,14 +108,16 @@ def test_import_jitpc_imports_neither_asyncio_nor_pydantic() -> None:
         "import sys, jitpc\n"
         "jitpc.ConnectError, jitpc.RemoteError, jitpc.__version__\n"
         "print(sorted(m for m in ('asyncio', 'pydantic', 'pydantic_core') if m in sys.modules))\n"
-        "jitpc.connect\n"
+        "jitpc.connect, jitpc.spawn, jitpc.address\n"  # an untyped client: no pydantic yet
+        "print(sorted(m for m in ('asyncio', 'pydantic') if m in sys.modules))\n"
+        "jitpc.Method\n"  # a typed one
         "print(sorted(m for m in ('asyncio', 'pydantic') if m in sys.modules))\n"
         "print(jitpc.ConnectError.__module__, jitpc.Client.__module__)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert out.splitlines() == ["[]", "['asyncio', 'pydantic']", "jitpc jitpc"]
+    assert out.splitlines() == ["[]", "['asyncio']", "['asyncio', 'pydantic']", "jitpc jitpc"]
 
 
 def test_errors_say_they_come_from_jitpc_however_they_are_reached() -> None:
@@ -148,3 +150,30 @@ def test_an_asyncio_program_loads_everything_at_import() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["True"]
+
+
+async def test_an_untyped_one_shot_never_imports_pydantic(server_id: str) -> None:
+    # The commonest use: a short command asking the daemon one thing, untyped (the CLI, the
+    # sync facade): pydantic's import is most of a one-shot's time, and it needs none of it.
+    import asyncio
+    import sys
+
+    server = await jitpc.listen(server_id, spindown=False)
+    assert server is not None
+    server.on_client(lambda client: client.respond("echo", lambda params: params))
+    code = (
+        "import sys, jitpc.sync\n"
+        "with jitpc.sync.connect(sys.argv[1], timeout=30) as client:\n"
+        "    print(client.request('echo', {'a': 1}))\n"
+        "print('pydantic' in sys.modules)\n"
+    )
+    async with server:
+        for argv in (["-c", code, server_id], ["-m", "jitpc", "call", server_id, "echo", "[1]"]):
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-X", "importtime", *argv, stdout=-1, stderr=-1
+            )
+            out, err = await asyncio.wait_for(child.communicate(), 60)
+            assert child.returncode == 0, err
+            imported = {line.rsplit("|", 1)[-1].strip() for line in err.decode().splitlines()}
+            assert "pydantic" not in imported and "jitpc._method" not in imported, argv
+            assert out.decode().split()[0] in ("{'a':", "[1]"), out
