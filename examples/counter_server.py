@@ -38,5 +38,14 @@ async def main(server_id: str) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+    # Its output goes to <tmpdir>/<id>.log (jitpc.spawn's default; `jitpc logs ID` prints it).
+    # jitpc's records name the server id and the server's number for the client.
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s %(levelname)s [%(jitpc_id)s client %(jitpc_client)s] %(message)s",
+            defaults={"jitpc_id": "-", "jitpc_client": "-"},  # for records not from jitpc
+        )
+    )
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "jitpc-counter-demo"))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 from pydantic_core import ValidationError
 
 from ._connect import CONNECT_TIMEOUT, Connector, OnMismatch, Spinup, expect
-from ._connection import CLOSED, CONNECTING, ENDING, OPEN, Connection, Responder
+from ._connection import CLOSED, CONNECTING, ENDING, OPEN, Connection, Responder, log_fields
 from ._errors import ClosedError, ConnectError, ResultValidationError
 from ._json import dump
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
@@ -98,6 +98,7 @@ class Client:
         self.server_id = server_id
         self.id = 0
         self.user_data: Any = None
+        self._log = log_fields(server_id)  # the extra of this handle's log records
         self._connector: Connector | None = Connector(
             server_id,
             spinup=spinup,
@@ -128,6 +129,7 @@ class Client:
         self._connector = None
         self._server = server
         self.id = client_id
+        self._log = log_fields(server.id, client_id)
         self._connection = Connection(
             self, server.id, max_message_bytes=max_message_bytes, accepted=True
         )
@@ -451,7 +453,13 @@ class Client:
                 try:
                     conn.notify(method, params)
                 except TypeError as exc:  # (only an odd method name: the params were written)
-                    logger.debug("jitpc: notification %r to %r lost: %s", method, conn, exc)
+                    logger.debug(
+                        "jitpc: notification %r to %r lost: %s",
+                        method,
+                        conn,
+                        exc,
+                        extra=log_fields(self.server_id),
+                    )
         return conn
 
     def _opened(self, task: asyncio.Task[Connection]) -> None:
@@ -464,7 +472,11 @@ class Client:
             return
         if self._held:
             logger.debug(
-                "jitpc: %d notifications to %r lost: %s", len(self._held), self.server_id, exc
+                "jitpc: %d notifications to %r lost: %s",
+                len(self._held),
+                self.server_id,
+                exc,
+                extra=log_fields(self.server_id),
             )
             self._held = []
         if isinstance(exc, ConnectError) and not self._reconnect:

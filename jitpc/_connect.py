@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from ._connection import OPEN, Connection
+from ._connection import OPEN, Connection, log_fields
 from ._errors import ClosedError, ConnectError, MethodNotFound, RemoteError, VersionMismatch
 from ._lock import open_existing, wait_free
 from ._paths import address
@@ -523,7 +523,12 @@ class Connector:
             delay = next(delays) * random.uniform(1 - JITTER, 1 + JITTER)
             if deadline is not None:
                 delay = min(delay, deadline - now)
-            logger.debug("jitpc: no server at %s yet (%s); trying again", path, last_error)
+            logger.debug(
+                "jitpc: no server at %s yet (%s); trying again",
+                path,
+                last_error,
+                extra=log_fields(self.server_id),
+            )
             await asyncio.sleep(delay)
 
     async def _run_hook(

@@ -71,6 +71,13 @@ __all__ = [
 
 logger = logging.getLogger("jitpc")
 
+
+def log_fields(server_id: str, client_id: int | None = None) -> dict[str, Any]:
+    """The ``extra`` of jitpc's log records: ``jitpc_id``, the server id, and ``jitpc_client``,
+    the server's number for the client (``None`` on the client's side, or for the server)."""
+    return {"jitpc_id": server_id, "jitpc_client": client_id}
+
+
 #: A responder takes the request's params and returns the result, or an awaitable of it.
 Responder = Callable[[Any], Any]
 
@@ -134,6 +141,8 @@ class Owner(Protocol):
 
     #: Resolved responders by method name; the connection reads it, the owner fills it.
     _table: dict[str, Responder]
+    #: The server's number for this client (on the serving side), for log records.
+    id: int
 
     def _lookup(self, method: str) -> Responder | None:
         """The responder for a method not in ``_table`` (``None``: no such method)."""
@@ -186,6 +195,7 @@ class Connection(asyncio.Protocol):
         self._unsent_replies = 0
         self._deferred_bytes = 0  # read while requests waited for unsent answers to drain
         self._complaints = 0
+        self._log = log_fields(label, owner.id if accepted else None)
 
     def __repr__(self) -> str:
         return f"<jitpc connection {self.label!r} {self.state.name.lower()}>"
@@ -323,7 +333,9 @@ class Connection(asyncio.Protocol):
             refusal = _foreign_peer(transport)
             if refusal is not None:
                 transport.abort()
-                logger.warning("jitpc server %r refused a connection: %s", self.label, refusal)
+                logger.warning(
+                    "jitpc server %r refused a connection: %s", self.label, refusal, extra=self._log
+                )
                 error = ClosedError(f"jitpc server {self.label!r} refused the peer: {refusal}")
                 error.__cause__ = refusal
                 self._close(error, abort=False, cancel_all=True)
@@ -454,7 +466,7 @@ class Connection(asyncio.Protocol):
                 if id_ is not None:
                     self._peer.send_error(id_, MethodNotFound(f"Unknown method: {method}"))
                 else:
-                    logger.debug("jitpc: no responder for notification %r", method)
+                    logger.debug("jitpc: no responder for notification %r", method, extra=self._log)
                 return
         try:
             result = fn(event.params)
@@ -531,27 +543,30 @@ class Connection(asyncio.Protocol):
         only a count at each power of two: a peer that floods garbage cannot flood the log."""
         self._complaints = n = self._complaints + 1
         if n <= COMPLAINTS_LOGGED:
-            logger.warning("jitpc peer %r " + message, self.label, *args)
+            logger.warning("jitpc peer %r " + message, self.label, *args, extra=self._log)
         elif n & (n - 1) == 0:
             logger.warning(
                 "jitpc peer %r: %d bad messages so far; %d more not logged one by one",
                 self.label,
                 n,
                 n - COMPLAINTS_LOGGED,
+                extra=self._log,
             )
 
     def _send_result(self, id_: Any, result: Any) -> None:
         try:
             self._peer.send_result(id_, result)
         except TypeError as exc:  # the core turns every encoding failure into one
-            logger.error("jitpc: result of request %r cannot be sent: %s", id_, exc)
+            logger.error(
+                "jitpc: result of request %r cannot be sent: %s", id_, exc, extra=self._log
+            )
             self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
 
     def _send_exception(self, id_: Any, method: str, exc: Exception) -> None:
         if isinstance(exc, RemoteError):
             error = exc
         else:
-            logger.error("jitpc: responder for %r raised", method, exc_info=exc)
+            logger.error("jitpc: responder for %r raised", method, exc_info=exc, extra=self._log)
             try:
                 message = str(exc) or type(exc).__name__
             except Exception:  # an exception whose __str__ raises, too

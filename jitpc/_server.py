@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar, overload
 from . import _shutdown
 from ._client import Client, TypedResponder
 from ._connect import run_hook
-from ._connection import CONNECTING, SYSTEM_METHODS
+from ._connection import CONNECTING, SYSTEM_METHODS, log_fields
 from ._errors import InvalidParams, JitpcError, MethodNotFound
 from ._lock import Lock, try_acquire
 from ._method import fingerprint
@@ -297,6 +297,13 @@ class Server:
             self._rebinding.cancel()
         if self._listener is not None:
             self._listener.close()  # (and the socket file: new clients find no server)
+        logger.info(
+            "jitpc server %r shutting down: %d clients, %g s of grace",
+            self.id,
+            len(self._clients),
+            grace,
+            extra=log_fields(self.id),
+        )
         self._draining = self._loop.create_task(self._drain(grace))
 
     async def _drain(self, grace: float) -> None:
@@ -385,6 +392,7 @@ class Server:
             client.destroy()
             return
         self._had_client = True
+        logger.debug("jitpc server %r: client %d came", self.id, client.id, extra=client._log)
         if self._idle_timeout is not None and self._idle_check is None:
             self._quiet, self._was_busy = 0, False
             self._schedule_idle_check()
@@ -418,6 +426,7 @@ class Server:
 
     def _client_closed(self, client: Client) -> None:
         if self._clients.get(client.id) is client:
+            logger.debug("jitpc server %r: client %d left", self.id, client.id, extra=client._log)
             del self._clients[client.id]
             heapq.heappush(self._free_ids, client.id)
         if not self._clients and self._closing is None and self._draining is None:
@@ -441,7 +450,11 @@ class Server:
             self._report(exc, "cannot re-create its removed socket")
             self._give_up()
         else:
-            logger.warning("jitpc server %r: its socket file was removed; re-created", self.id)
+            logger.warning(
+                "jitpc server %r: its socket file was removed; re-created",
+                self.id,
+                extra=log_fields(self.id),
+            )
         finally:
             old.close()  # stops the old listener; the path now names the new socket
             self._rebinding = None
@@ -606,12 +619,14 @@ class Server:
             self._start_timer()  # the last client left while the hook ran
 
     def _report(self, exc: BaseException, what: str) -> None:
-        logger.error("jitpc server %r: %s", self.id, what, exc_info=exc)
+        logger.error("jitpc server %r: %s", self.id, what, exc_info=exc, extra=log_fields(self.id))
         if self._on_error is not None:
             try:
                 self._on_error(exc)
             except Exception:
-                logger.exception("jitpc server %r: on_error callback raised", self.id)
+                logger.exception(
+                    "jitpc server %r: on_error callback raised", self.id, extra=log_fields(self.id)
+                )
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -619,6 +634,12 @@ class Server:
         """Stop now, in this callback, so that nothing arrives between a decision to close
         and the stop; the listener's end and the lock's release follow in a task."""
         if self._closing is None:
+            logger.info(
+                "jitpc server %r closing (%d clients)",
+                self.id,
+                len(self._clients),
+                extra=log_fields(self.id),
+            )
             self._closing = self._loop.create_task(self._close(self._listener))
             self._stop()
         return self._closing
@@ -857,4 +878,11 @@ async def listen(
     server._start_timer()
     server._start_watch()
     announce("listening", addr.socket)
+    logger.info(
+        "jitpc server %r listening at %s (pid %d)",
+        server_id,
+        addr.socket,
+        os.getpid(),
+        extra=log_fields(server_id),
+    )
     return server

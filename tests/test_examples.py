@@ -45,3 +45,7 @@ def test_demo_spins_up_its_server_and_reuses_it(jitpc_tmpdir: Path) -> None:
     lock = jitpc_tmpdir / "demo.lock"
     subprocess.run([sys.executable, "-c", WAIT_FOR_LOCK, str(lock)], check=True, timeout=HANG)
     assert not (jitpc_tmpdir / "demo.sock").exists()  # it spun down and cleaned up
+    # Its log (jitpc.spawn's default) names the server and client of jitpc's records.
+    log = (jitpc_tmpdir / "demo.log").read_text()
+    assert "INFO [demo client None] jitpc server 'demo' listening at " in log, log
+    assert "INFO [demo client None] jitpc server 'demo' closing (0 clients)" in log, log
