@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from nodesetup import ensure_node_jitpc
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -57,6 +59,15 @@ def jitpc_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv("TEMP", raising=False)
     yield Path(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """Node jitpc 2.2.7, the reference peer, installed once (``nodesetup``): skipped without
+    node and npm on PATH; an install failure fails the tests."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm must be on PATH for the tests against Node jitpc")
+    return ensure_node_jitpc()
 
 
 @pytest.fixture

@@ -22,10 +22,8 @@ import pytest
 import support
 from jitpc import __version__
 from jitpc.__main__ import main
-from nodesetup import ensure_node_jitpc
 
 NODE = shutil.which("node")
-NPM = shutil.which("npm")
 
 
 @dataclass
@@ -102,14 +100,6 @@ def silent_server(path: Path) -> Iterator[None]:
         sock.bind(str(path))
         sock.listen()
         yield
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """Node jitpc 2.2.7, as for the interop tests (skipped without node or npm)."""
-    if NODE is None or NPM is None:
-        pytest.skip("node and npm must be on PATH for the CLI tests against Node jitpc")
-    return ensure_node_jitpc()
 
 
 def node_server(node_modules: Path, server_id: str) -> Peer:

@@ -22,10 +22,8 @@ import pytest
 import jitpc
 import support
 from jitpc.__main__ import main
-from nodesetup import ensure_node_jitpc
 
 NODE = shutil.which("node")
-NPM = shutil.which("npm")
 LINUX = sys.platform == "linux"  # where ls asks a lock without taking it, and peers' pids
 
 
@@ -85,14 +83,6 @@ Peer = AbstractAsyncContextManager[asyncio.subprocess.Process]
 def daemon(server_id: str, *options: str, version: str = "3.1.4") -> Peer:
     """``tests/peers/cli_daemon.py``: a jitpc server with a version."""
     return started(*support.peer_command("cli_daemon.py", server_id, version, *options))
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """Node jitpc 2.2.7, as for the interop tests (skipped without node or npm)."""
-    if NODE is None or NPM is None:
-        pytest.skip("node and npm must be on PATH for the CLI tests against Node jitpc")
-    return ensure_node_jitpc()
 
 
 def node_server(node_modules: Path, server_id: str) -> Peer:

@@ -25,7 +25,7 @@ import pytest
 from pydantic import BaseModel
 
 import jitpc
-from nodesetup import JITPC_VERSION, ensure_node_jitpc
+from nodesetup import JITPC_VERSION
 from support import HANG, peer_command, python_env
 
 NODE = shutil.which("node")
@@ -59,12 +59,6 @@ VALUES: list[Any] = [
 #: About 1.2 MB of UTF-8 in 4- and 2-byte characters: many reads, with characters split between
 #: chunks on both sides.
 BIG = "\U0001f389\u00e9" * 200_000
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """Node jitpc 2.2.7, installed once (an install failure fails the tests)."""
-    return ensure_node_jitpc()
 
 
 class Child:

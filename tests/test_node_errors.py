@@ -26,7 +26,7 @@ import pytest
 
 import jitpc
 import support
-from nodesetup import JITPC_VERSION, ensure_node_jitpc
+from nodesetup import JITPC_VERSION
 
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
@@ -92,12 +92,6 @@ def test_a_code_still_picks_the_class() -> None:
 
 
 # -- against real Node processes -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """Node jitpc 2.2.7, installed once (an install failure fails the tests)."""
-    return ensure_node_jitpc()
 
 
 @asynccontextmanager
