@@ -17,7 +17,7 @@ from typing import Any
 import jitpc
 
 from ._lock import is_held, open_existing, wait_free
-from ._paths import address, check_owner
+from ._paths import address, check_owner, open_existing_file
 from ._peercred import peer_pid
 from ._threads import run_in_own_thread
 
@@ -33,32 +33,14 @@ __all__ = [
     "whole",
 ]
 
-# Read-only, never created, never a symlink followed, never blocking on a FIFO put in its place.
-_READ_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_BINARY", 0)
-)
-
 
 def open_ours(path: str) -> int | None:
     """A read-only descriptor of the regular file at ``path`` if it is this user's, else
     ``None``."""
     try:
-        fd = os.open(path, _READ_FLAGS)
+        return open_existing_file(path, "jitpc")
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
-            check_owner(st, path, "jitpc")
-            return fd
-    except OSError:
-        pass
-    os.close(fd)
-    return None
 
 
 def lock_held(path: str) -> bool | None:

@@ -27,7 +27,7 @@ import stat
 import sys
 
 from . import _fork
-from ._paths import check_owner, file_identity
+from ._paths import check_owner, file_identity, open_existing_file
 
 __all__ = ["Lock", "try_acquire", "wait_unlocked"]
 
@@ -202,13 +202,6 @@ else:
             return True
 
 
-if sys.platform == "win32":
-    _READ_FLAGS = os.O_RDONLY | os.O_BINARY | os.O_NOINHERIT
-else:
-    # In the shared tmpdir: never through a symlink, never blocking on a FIFO put in its place.
-    _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-
-
 def open_existing(path: str, what: str = "lock") -> Lock | None:
     """The lock file at ``path``, opened read-only to watch it (never created), as a
     :class:`Lock` that holds no lock yet; ``None`` if there is no such file. Tracked, so that
@@ -218,15 +211,11 @@ def open_existing(path: str, what: str = "lock") -> Lock | None:
     Raises:
         OSError: it is not a regular file, or (POSIX) belongs to another user.
     """
-    try:
-        fd = os.open(path, _READ_FLAGS)
-    except FileNotFoundError:
+    fd = open_existing_file(path, what)
+    if fd is None:
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"jitpc {what} path is not a regular file", path)
-        check_owner(st, path, what)
         watched = Lock(fd, path, (st.st_dev, st.st_ino))
         _fork.track(watched)
     except BaseException:

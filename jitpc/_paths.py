@@ -11,11 +11,20 @@ import errno
 import ntpath
 import os
 import posixpath
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["MAX_SOCKET_PATH_BYTES", "Address", "address", "check_owner", "file_identity", "tmpdir"]
+__all__ = [
+    "MAX_SOCKET_PATH_BYTES",
+    "Address",
+    "address",
+    "check_owner",
+    "file_identity",
+    "open_existing_file",
+    "tmpdir",
+]
 
 # sun_path is 108 bytes on Linux and 104 on macOS and the BSDs, including the trailing NUL.
 MAX_SOCKET_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
@@ -120,3 +129,37 @@ def check_owner(st: os.stat_result, path: str, what: str) -> None:
             "another user holds this id's path",
             path,
         )
+
+
+# Read-only, never created, never through a symlink, never blocking on a FIFO put in its place.
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NOINHERIT", 0)
+)
+
+
+def open_existing_file(path: str, what: str) -> int | None:
+    """A read-only descriptor of the regular file of this user's at ``path`` (in the shared
+    tmpdir: see ``_READ_FLAGS``); ``None`` if there is no such file.
+
+    Raises:
+        OSError: it is not a regular file (``ELOOP`` for a symlink), or belongs to another
+            user.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"jitpc {what} path is not a regular file", path)
+        check_owner(st, path, what)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
