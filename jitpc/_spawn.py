@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._errors import ConnectError
 from ._lock import open_existing, try_acquire, wait_free
@@ -98,24 +98,17 @@ if sys.platform == "win32":
             raise ValueError(value)
         return msvcrt.open_osfhandle(handle, os.O_WRONLY)
 
-    def _popen(
-        argv: list[str], env: dict[str, str], cwd: StrPath | None, log: int, w: int
-    ) -> subprocess.Popen[bytes]:
+    def _detached(env: dict[str, str], w: int) -> dict[str, Any]:
+        """Popen's arguments that detach the daemon and hand it the pipe's write end ``w``
+        (named in ``env``), and no other handle."""
         handle = msvcrt.get_osfhandle(w)
         os.set_handle_inheritable(handle, True)
         env[READY_ENV] = str(handle)
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=cwd,
-            close_fds=True,
+        return {
             # Only the std handles and this one are inherited (not every inheritable handle).
-            startupinfo=subprocess.STARTUPINFO(lpAttributeList={"handle_list": [handle]}),
-            creationflags=subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP,
-        )
+            "startupinfo": subprocess.STARTUPINFO(lpAttributeList={"handle_list": [handle]}),
+            "creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP,
+        }
 
 else:
     _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
@@ -131,21 +124,30 @@ else:
             raise ValueError(value)
         return fd
 
-    def _popen(
-        argv: list[str], env: dict[str, str], cwd: StrPath | None, log: int, w: int
-    ) -> subprocess.Popen[bytes]:
+    def _detached(env: dict[str, str], w: int) -> dict[str, Any]:
+        """Popen's arguments that detach the daemon and hand it the pipe's write end ``w``
+        (named in ``env``), and no other descriptor."""
         env[READY_ENV] = f"{w}:{os.fstat(w).st_ino}"
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=cwd,
-            close_fds=True,
-            pass_fds=(w,),
-            start_new_session=True,  # no controlling terminal: ^C and hangups are not its own
-        )
+        return {
+            "pass_fds": (w,),
+            "start_new_session": True,  # no controlling terminal: ^C and hangups are not its own
+        }
+
+
+def _popen(
+    argv: list[str], env: dict[str, str], cwd: StrPath | None, log: int, w: int
+) -> subprocess.Popen[bytes]:
+    """Start the daemon: stdin from the null device, stdout and stderr to ``log``."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env=env,
+        cwd=cwd,
+        close_fds=True,
+        **_detached(env, w),
+    )
 
 
 def _wait_free(path: str) -> None:
