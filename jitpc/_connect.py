@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._connection import OPEN, Connection, log_fields
 from ._errors import ClosedError, ConnectError, MethodNotFound, RemoteError, VersionMismatch
-from ._lock import open_existing, wait_free
+from ._lock import wait_free_at
 from ._paths import address
 from ._spawn import Spawn
 from ._threads import run_in_own_thread, run_in_thread
@@ -198,13 +198,6 @@ def expect(
     if version is None and not fingerprints:
         return None
     return Expected(version, tuple(fingerprints.items()), cast(OnMismatch, on_mismatch))
-
-
-def _wait_released(path: str) -> None:
-    """Block until no process holds the id lock at ``path`` (or there is none)."""
-    watched = open_existing(path)
-    if watched is not None:
-        wait_free(watched)
 
 
 async def _ask(conn: Connection, method: str, params: Any, deadline: float | None) -> Any:
@@ -425,7 +418,7 @@ class Connector:
         loop = asyncio.get_running_loop()
         lock = address(self.server_id).lock
         conn = new()
-        free = run_in_own_thread(lambda: _wait_released(lock), "jitpc id lock")
+        free = run_in_own_thread(lambda: wait_free_at(lock), "jitpc id lock")
         polling = loop.create_task(self._connect(lambda: conn, deadline, None))
         try:
             await asyncio.wait((free, polling), return_when=asyncio.FIRST_COMPLETED)

@@ -234,6 +234,17 @@ def wait_free(watched: Lock) -> None:
         watched.release()
 
 
+def wait_free_at(path: str, what: str = "lock") -> None:
+    """Block until no process holds the lock file at ``path`` (or there is none).
+
+    Raises:
+        OSError: as for :func:`open_existing`.
+    """
+    watched = open_existing(path, what)
+    if watched is not None:
+        wait_free(watched)
+
+
 def try_acquire(path: str) -> Lock | None:
     """Take the id lock at ``path``; ``None`` if another process (or listener) holds it.
 

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ._errors import ConnectError
-from ._lock import open_existing, try_acquire, wait_free
+from ._lock import try_acquire, wait_free_at
 from ._paths import address, check_owner
 from ._threads import run_in_own_thread, settle_threadsafe
 
@@ -148,13 +148,6 @@ def _popen(
         close_fds=True,
         **_detached(env, w),
     )
-
-
-def _wait_free(path: str) -> None:
-    """Block until nobody holds the lock file at ``path`` (or it does not exist)."""
-    watched = open_existing(path, "spawn lock")
-    if watched is not None:
-        wait_free(watched)
 
 
 def _open_log(path: str, private: bool) -> int:
@@ -447,7 +440,9 @@ class _Run:
                 break
             waited = self.waiting = True
             try:
-                await run_in_own_thread(lambda: _wait_free(self.spawn_lock), "jitpc spawn lock")
+                await run_in_own_thread(
+                    lambda: wait_free_at(self.spawn_lock, "spawn lock"), "jitpc spawn lock"
+                )
             except OSError as exc:
                 raise self.failure(
                     f"cannot use the jitpc spawn lock {self.spawn_lock}: {exc}"
