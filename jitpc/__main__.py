@@ -412,7 +412,7 @@ def _params(text: str | None) -> Any:
         raise too_deep from None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise UsageError(f"PARAMS_JSON is not valid JSON: {exc}") from None
-    if _too_deep(value):
+    if _json.too_deep(value, MAX_DEPTH):
         raise too_deep
     return value
 
@@ -434,19 +434,6 @@ def _int(text: str) -> int:
             f"{MAX_INT_DIGITS:,}"
         )
     return int(text)
-
-
-def _too_deep(value: Any) -> bool:
-    # Levels as pydantic's parser counts them: every value is one, the innermost too.
-    pending = [(value, 1)]
-    while pending:  # no recursion: the value may be nested nearly as deep as the stack
-        item, level = pending.pop()
-        if level > MAX_DEPTH:
-            return True
-        if isinstance(item, dict | list):
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, level + 1) for child in children)
-    return False
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
-__all__ = ["MAX_DEPTH", "dump", "encode", "reject_constant", "second_chance"]
+__all__ = ["MAX_DEPTH", "dump", "encode", "reject_constant", "second_chance", "too_deep"]
 
 #: The deepest nesting read, as pydantic's parser counts it: the message object is level 1,
 #: and every value inside a level is the next one, scalars too (``[[1]]`` has 3).
@@ -26,13 +26,14 @@ MAX_DEPTH: Final = 201
 MAX_DIGITS: Final = 4300
 
 
-def _too_deep(value: Any) -> bool:
-    """Whether ``value`` nests deeper than :data:`MAX_DEPTH` (for the second parser, which
-    would read deeper than the first)."""
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` levels, counted as pydantic's parser
+    counts them (for the second parser, which would read deeper than the first; and for the
+    CLI's params). No recursion: the value may be nested nearly as deep as the stack."""
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth > limit:
             return True  # (a scalar is a level too, as pydantic counts)
         if type(node) is dict:
             stack.extend((child, depth + 1) for child in node.values())
@@ -57,7 +58,7 @@ def second_chance(line: bytes | bytearray, exc: ValueError) -> Any:
         value = json.loads(bytes(line).decode(), parse_constant=reject_constant)
     except RecursionError as deep:
         raise ValueError(str(deep)) from None
-    if _too_deep(value):
+    if too_deep(value):
         raise ValueError(f"nesting deeper than {MAX_DEPTH}")
     return value
 
