@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench
+.PHONY: demo test lint typecheck bench docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,7 @@ bench: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python bench/echo.py
 	$(BIN)/python bench/oneshot.py
+
+docs: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/mkdocs serve
