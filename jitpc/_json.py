@@ -2,7 +2,9 @@
 
 The reader is pydantic's parser (strict JSON, at most :data:`MAX_DEPTH` deep, no integer over
 4,300 digits), with the json module as a second chance for escaped lone surrogates, held to
-the same depth. :func:`dump` never writes what that reader refuses.
+the same depth. :func:`dump` never writes what that reader refuses. (Where pydantic_core is not
+loaded, connections read and write with the json module instead: :mod:`._stdjson`, which also
+holds the limits.)
 
 Global state: a cache of at most 4,096 pydantic serializers by type, filled as types are first
 seen; it never changes what is written.
@@ -17,56 +19,25 @@ from typing import Any, Final
 
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
-__all__ = ["MAX_DEPTH", "dump", "encode", "reject_constant", "second_chance", "too_deep"]
+from ._stdjson import (
+    MAX_DEPTH,
+    MAX_DIGITS,
+    SHORT,
+    few_brackets,
+    reject_constant,
+    second_chance,
+    too_deep,
+)
 
-#: The deepest nesting read, as pydantic's parser counts it: the message object is level 1,
-#: and every value inside a level is the next one, scalars too (``[[1]]`` has 3).
-MAX_DEPTH: Final = 201
-#: The longest integer read (Python's and pydantic's default limit).
-MAX_DIGITS: Final = 4300
-
-
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether ``value`` nests deeper than ``limit`` levels, counted as pydantic's parser
-    counts them (for the second parser, which would read deeper than the first; and for the
-    CLI's params). No recursion: the value may be nested nearly as deep as the stack."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True  # (a scalar is a level too, as pydantic counts)
-        if type(node) is dict:
-            stack.extend((child, depth + 1) for child in node.values())
-        elif type(node) is list:
-            stack.extend((child, depth + 1) for child in node)
-    return False
-
-
-def second_chance(line: bytes | bytearray, exc: ValueError) -> Any:
-    """Parse a line pydantic's parser refused with ``exc``, if the second parser may; raise
-    ValueError with the reason otherwise.
-
-    pydantic's parser rejects escaped lone surrogates ("\\ud800"), which Node's JSON.stringify
-    writes and JSON.parse accepts: such lines get a second chance (not one too deep for
-    pydantic: the limit must be the same on both paths).
-    """
-    if b"\\u" not in line or "recursion limit" in str(exc):
-        raise exc
-    # Decode strictly first: json.loads(bytes) would also take UTF-16, a BOM and
-    # UTF-8-encoded surrogates.
-    try:
-        value = json.loads(bytes(line).decode(), parse_constant=reject_constant)
-    except RecursionError as deep:
-        raise ValueError(str(deep)) from None
-    if too_deep(value):
-        raise ValueError(f"nesting deeper than {MAX_DEPTH}")
-    return value
-
-
-def reject_constant(name: str) -> Any:
-    """For ``json.loads(parse_constant=...)``: NaN, Infinity and -Infinity are not JSON."""
-    raise ValueError(f"{name} is not JSON")
-
+__all__ = [
+    "MAX_DEPTH",
+    "dump",
+    "encode",
+    "from_json",
+    "reject_constant",
+    "second_chance",
+    "too_deep",
+]
 
 try:
     import orjson
@@ -105,9 +76,6 @@ def _new_serializer(tp: type) -> Any:
 # second encode only for a long one with many brackets (a list of records, say): never a
 # parse, but to decide the rare case at the limit.
 
-#: Output shorter than this cannot nest too deep (that takes 200 brackets and their closers)
-#: nor hold too long an integer.
-_SHORT: Final = 2 * (MAX_DEPTH - 1)
 #: Wrapped in this many lists, a value too deep for the reader is too deep for the writer
 #: too: pydantic's serializer refuses past 255 levels, counted as the reader counts them.
 _PYDANTIC_WRAP: Final = 255 - (MAX_DEPTH - 1)
@@ -125,20 +93,6 @@ _TOO_DEEP: Final = f"it would nest deeper than {MAX_DEPTH} levels in a message"
 
 def _refused(reason: str) -> TypeError:
     return TypeError(f"cannot encode as JSON a reader takes: {reason}")
-
-
-def _few_brackets(data: bytes) -> bool:
-    """Whether ``data`` has too few brackets to nest too deep (brackets in strings count too:
-    a quick answer, and a safe one; find() is memchr, count() five times slower)."""
-    left = MAX_DEPTH - 2  # the message object, and the innermost scalar
-    for bracket in (b"[", b"{"):
-        at = data.find(bracket)
-        while at >= 0:
-            left -= 1
-            if left < 0:
-                return False
-            at = data.find(bracket, at + 1)
-    return True
 
 
 def _wrapped(value: Any, levels: int) -> Any:
@@ -181,7 +135,7 @@ def _check_fast(plain: Any, out: bytes) -> None:
     """Refuse ``out``, orjson's encoding of ``plain``, if the reader would (orjson writes no
     integer past 64 bits, so only the depth is in question)."""
     assert _fast_dumps is not None
-    if not _few_brackets(out):
+    if not few_brackets(out):
         try:
             _fast_dumps(_wrapped(plain, _ORJSON_WRAP), option=_FAST_OPTIONS)
         except TypeError:
@@ -190,7 +144,7 @@ def _check_fast(plain: Any, out: bytes) -> None:
 
 def _check_pydantic(value: Any, out: bytes) -> None:
     """Refuse ``out``, pydantic's encoding of ``value``, if the reader would."""
-    if not _few_brackets(out):
+    if not few_brackets(out):
         try:
             to_json(_wrapped(value, _PYDANTIC_WRAP), inf_nan_mode="null", by_alias=True)
         except PydanticSerializationError as exc:
@@ -226,7 +180,7 @@ def dump(value: Any) -> bytes:
             except (TypeError, PydanticSerializationError):
                 pass  # a big int, a non-str key, a lone surrogate, an unknown type...
             else:
-                if len(out) >= _SHORT:
+                if len(out) >= SHORT:
                     _check_fast(plain, out)
                 return out
         try:
@@ -237,7 +191,7 @@ def dump(value: Any) -> bytes:
         except PydanticSerializationError as exc:
             error = exc
         else:
-            if len(out) >= _SHORT:
+            if len(out) >= SHORT:
                 _check_pydantic(value, out)
             return out
         if ser is None:
@@ -248,7 +202,7 @@ def dump(value: Any) -> bytes:
             except (TypeError, ValueError):
                 pass
             else:
-                if len(out) >= _SHORT and not _few_brackets(out):
+                if len(out) >= SHORT and not few_brackets(out):
                     _read_back(out)  # (the json module refuses a long integer itself)
                 return out
         raise TypeError(f"cannot encode as JSON: {error}") from None

@@ -21,7 +21,9 @@ and reused by any I/O layer. The integration contract:
   outstanding, for the I/O layer to fail when the connection ends.
 
 Global state: a cache of at most 4,096 method names as JSON, filled as names are first seen;
-it never changes what is written. (JSON itself is read and written as in :mod:`._json`.)
+it never changes what is written. And the JSON codec: the json module's (:mod:`._stdjson`) until
+a Peer is made once pydantic_core is loaded, pydantic's (:mod:`._json`) from then on; the two
+take the same texts.
 
 Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
 
@@ -40,13 +42,15 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Final
-
-from pydantic_core import from_json
+import sys
 
 from ._errors import InvalidRequest, ParseError, ProtocolError, RemoteError
-from ._json import dump, encode, second_chance
+from ._stdjson import codec, second_chance
+from ._stdjson import dump as _plain_dump
+
+TYPE_CHECKING = False  # (not typing's: an untyped one-shot call need not import it, ~5 ms)
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = [
     "CANCEL_METHOD",
@@ -70,66 +74,96 @@ CANCEL_METHOD: Final = "$/cancelRequest"
 #: Cancelled ids whose late answers are still dropped quietly; the oldest are forgotten first.
 MAX_CANCELLED: Final = 4096
 
-# Events are plain slotted dataclasses, not frozen ones: frozen costs 396 ns a message against
-# 129 ns (measured), on the hottest path.
+# Events are plain slotted classes: not frozen (frozen costs 396 ns a message against 129 ns,
+# measured, on the hottest path), and not dataclasses, whose import and class creation cost a
+# fresh interpreter ~11 ms, a fifth of an untyped one-shot call.
 
 
-@dataclass(slots=True)
-class Request:
+class _Event:
+    """What the events share: equality and a repr by their fields (as a dataclass's)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass that has __eq__
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Request(_Event):
     """The peer asks us to run ``method`` and answer with its ``id``. Don't subclass."""
 
-    id: Any
-    method: str
-    params: Any
+    __slots__ = ("id", "method", "params")
+
+    def __init__(self, id: Any, method: str, params: Any) -> None:
+        self.id = id
+        self.method = method
+        self.params = params
 
 
-@dataclass(slots=True)
-class Notification:
+class Notification(_Event):
     """The peer asks us to run ``method`` and expects no answer. Don't subclass."""
 
-    method: str
-    params: Any
+    __slots__ = ("method", "params")
+
+    def __init__(self, method: str, params: Any) -> None:
+        self.method = method
+        self.params = params
 
 
-@dataclass(slots=True)
-class Response:
+class Response(_Event):
     """The peer answered our request ``id`` with a result; ``waiter`` is what
     :meth:`Peer.send_request` was given for it (``None``: no such request outstanding). Don't
     subclass."""
 
-    id: Any
-    result: Any
-    waiter: Any = None
+    __slots__ = ("id", "result", "waiter")
+
+    def __init__(self, id: Any, result: Any, waiter: Any = None) -> None:
+        self.id = id
+        self.result = result
+        self.waiter = waiter
 
 
-@dataclass(slots=True)
-class ErrorResponse:
+class ErrorResponse(_Event):
     """The peer answered our request ``id`` (or ``None``: a message it could not read) with an
     error; ``waiter`` as for :class:`Response`. Don't subclass."""
 
-    id: Any
-    #: The peer's error; a :class:`ProtocolError` when its answer could not be read.
-    error: RemoteError | ProtocolError
-    waiter: Any = None
+    __slots__ = ("error", "id", "waiter")
+
+    def __init__(self, id: Any, error: RemoteError | ProtocolError, waiter: Any = None) -> None:
+        self.id = id
+        #: The peer's error; a :class:`ProtocolError` when its answer could not be read.
+        self.error = error
+        self.waiter = waiter
 
 
-@dataclass(slots=True)
-class CancelRequest:
+class CancelRequest(_Event):
     """The peer gives up its request ``id`` (a :data:`CANCEL_METHOD` notification). Don't
     subclass."""
 
-    id: Any
+    __slots__ = ("id",)
+
+    def __init__(self, id: Any) -> None:
+        self.id = id
 
 
-@dataclass(slots=True)
-class BadMessage:
+class BadMessage(_Event):
     """The peer sent something that is not a message; ``fatal`` means the connection must close.
 
     Any reply owed has already been queued. Don't subclass.
     """
 
-    reason: str
-    fatal: bool = False
+    __slots__ = ("fatal", "reason")
+
+    def __init__(self, reason: str, fatal: bool = False) -> None:
+        self.reason = reason
+        self.fatal = fatal
 
 
 Event = Request | Notification | Response | ErrorResponse | CancelRequest | BadMessage
@@ -163,21 +197,22 @@ def _truthy(value: Any) -> bool:
 
 
 _ID = rb'(-?[0-9]{1,20}|"(?:[^"\\]|\\.){0,256}")'
-#: jitpc writes the id first; Node's JSON.stringify({method, params, id}) or
-#: ({result, error, id}) writes it last.
-_JITPC_HEAD = re.compile(rb'\{"jsonrpc":"2\.0","id":' + _ID + rb',"(method|result|error)":')
-_NODE_TAIL = re.compile(rb'"id":' + _ID + rb"\}\s*$")
-_NODE_HEAD = re.compile(rb'\{"(method|result|error)":')
+# jitpc writes the id first; Node's JSON.stringify({method, params, id}) or ({result, error,
+# id}) writes it last. Compiled at first use (re caches them): compiling costs an import 2 ms,
+# and only an unreadable line needs them.
+_JITPC_HEAD = rb'\{"jsonrpc":"2\.0","id":' + _ID + rb',"(method|result|error)":'
+_NODE_TAIL = rb'"id":' + _ID + rb"\}\s*$"
+_NODE_HEAD = rb'\{"(method|result|error)":'
 
 
 def _guess(line: bytes | bytearray) -> tuple[str, Any]:
     """Whether an unreadable line looks like a request or a response, and its id."""
-    head = _JITPC_HEAD.match(line)
+    head = re.compile(_JITPC_HEAD).match(line)
     if head is not None:
         token, field = head.group(1), head.group(2)
     else:
-        first = _NODE_HEAD.match(line)
-        tail = _NODE_TAIL.search(line, max(0, len(line) - 300))
+        first = re.compile(_NODE_HEAD).match(line)
+        tail = re.compile(_NODE_TAIL).search(line, max(0, len(line) - 300))
         if first is None or tail is None:
             return "", None
         token, field = tail.group(1), first.group(1)
@@ -188,13 +223,18 @@ def _guess(line: bytes | bytearray) -> tuple[str, Any]:
     return ("request" if field == b"method" else "response"), id_
 
 
+# The JSON reader and writer: the json module's until pydantic_core is loaded (see ._stdjson;
+# the same texts either way, so a connection may switch mid-stream). Globals, not attributes
+# of each Peer: calling an attribute costs ~400 instructions a request more (callgrind).
+_loads, _dump = codec()
+
 _method_names: dict[str, bytes] = {}
 
 
 def _new_method_json(method: str) -> bytes:
     """A method name as JSON, for a name not in ``_method_names`` yet (callers look there
     first)."""
-    encoded = dump(method)
+    encoded = _plain_dump(method)
     if len(_method_names) < 4096:
         _method_names[method] = encoded
     return encoded
@@ -230,6 +270,9 @@ class Peer:
         #: Requests we gave up, whose late answers are dropped (a dict: insertion order).
         self._cancelled: dict[int, None] = {}
         self.state = _OPEN
+        global _loads, _dump
+        if _dump is _plain_dump and "pydantic_core" in sys.modules:
+            _loads, _dump = codec()  # from now on, pydantic's: it is loaded anyway
 
     @property
     def pending_messages(self) -> int:
@@ -311,7 +354,7 @@ class Peer:
     def _receive_line(self, line: bytes | bytearray) -> Event | None:
         # A trailing "\r" or "\n" is JSON whitespace: the parsers skip it.
         try:
-            msg = from_json(line, allow_inf_nan=False)
+            msg = _loads(line, allow_inf_nan=False)
         except ValueError as exc:
             if not line.strip():
                 return None  # a blank line
@@ -399,7 +442,7 @@ class Peer:
             # A body is joined, never formatted in: formatting copies a long body several
             # times as its buffer grows (0.43 ms against 0.05 ms for 1 MiB).
             head = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":' % (id_, name)
-            line = b"".join((head, dump(params), b"}\n"))
+            line = b"".join((head, _dump(params), b"}\n"))
         self._outgoing.append(line)
         self._next_id = id_ + 1
         self._outstanding[id_] = waiter
@@ -436,7 +479,7 @@ class Peer:
             self._outgoing.append(b'{"jsonrpc":"2.0","method":%b}\n' % name)
         else:
             head = b'{"jsonrpc":"2.0","method":%b,"params":' % name
-            self._outgoing.append(b"".join((head, dump(params), b"}\n")))
+            self._outgoing.append(b"".join((head, _dump(params), b"}\n")))
 
     def send_result(self, id_: Any, result: Any) -> None:
         """Queue the successful response to the peer's request ``id_``.
@@ -444,11 +487,11 @@ class Peer:
         Raises:
             TypeError: ``result`` cannot be written as JSON (nothing is queued then).
         """
-        body = dump(result)
+        body = _dump(result)
         if type(id_) is int:
             head = b'{"jsonrpc":"2.0","id":%d,"result":' % id_
         else:
-            head = b'{"jsonrpc":"2.0","id":%b,"result":' % dump(id_)
+            head = b'{"jsonrpc":"2.0","id":%b,"result":' % _dump(id_)
         self._outgoing.append(b"".join((head, body, b"}\n")))
 
     def send_error(self, id_: Any, error: RemoteError) -> None:
@@ -461,14 +504,13 @@ class Peer:
     def _queue_error(self, id_: Any, error: RemoteError) -> None:
         wire = error.to_wire()
         try:
-            line = encode({"jsonrpc": _VERSION, "id": id_, "error": wire})
+            line = _dump({"jsonrpc": _VERSION, "id": id_, "error": wire}) + b"\n"
         except TypeError:
             # Unencodable data, or a lone surrogate in a string: send what can be sent.
             code = error.code if type(error.code) is int else None
             message = error.message.encode("utf-8", "backslashreplace").decode("utf-8")
-            line = encode(
-                {"jsonrpc": _VERSION, "id": id_, "error": {"code": code, "message": message}}
-            )
+            error_ = {"code": code, "message": message}
+            line = _dump({"jsonrpc": _VERSION, "id": id_, "error": error_}) + b"\n"
         self._outgoing.append(line)
 
     def data_to_send(self) -> bytes:
