@@ -45,11 +45,12 @@ import re
 import sys
 
 from ._errors import InvalidRequest, ParseError, ProtocolError, RemoteError
-from ._stdjson import codec, second_chance
-from ._stdjson import dump as _plain_dump
+from ._stdjson import loads as _plain_loads
+from ._stdjson import plain_dump, second_chance
 
 TYPE_CHECKING = False  # (not typing's: an untyped one-shot call need not import it, ~5 ms)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, Final
 
 __all__ = [
@@ -226,7 +227,26 @@ def _guess(line: bytes | bytearray) -> tuple[str, Any]:
 # The JSON reader and writer: the json module's until pydantic_core is loaded (see ._stdjson;
 # the same texts either way, so a connection may switch mid-stream). Globals, not attributes
 # of each Peer: calling an attribute costs ~400 instructions a request more (callgrind).
-_loads, _dump = codec()
+def _plain_dump(value: Any) -> bytes:
+    """:func:`._json.dump`'s output, by the json module when it can (``_stdjson``)."""
+    out = plain_dump(value)
+    if out is None:
+        from ._json import dump  # pydantic's way decides, as without the json module
+
+        return dump(value)
+    return out
+
+
+def _codec() -> tuple[Callable[..., Any], Callable[[Any], bytes]]:
+    """The reader and writer: pydantic's if pydantic_core is loaded, else the json module's."""
+    if "pydantic_core" in sys.modules:
+        from ._json import dump, from_json
+
+        return from_json, dump
+    return _plain_loads, _plain_dump
+
+
+_loads, _dump = _codec()
 
 _method_names: dict[str, bytes] = {}
 
@@ -272,7 +292,7 @@ class Peer:
         self.state = _OPEN
         global _loads, _dump
         if _dump is _plain_dump and "pydantic_core" in sys.modules:
-            _loads, _dump = codec()  # from now on, pydantic's: it is loaded anyway
+            _loads, _dump = _codec()  # from now on, pydantic's: it is loaded anyway
 
     @property
     def pending_messages(self) -> int:

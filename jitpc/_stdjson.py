@@ -3,12 +3,11 @@
 jitpc reads and writes JSON with pydantic's parser and serializer (:mod:`._json`), but
 importing pydantic_core costs a fresh interpreter about as much as the rest of an untyped
 one-shot call, so a :class:`~._protocol.Peer` made where pydantic_core is not loaded uses the
-json module instead (see :func:`codec`). Both take and refuse the same texts: UTF-8, no NaN or
+json module instead. Both take and refuse the same texts: UTF-8, no NaN or
 Infinity, no nesting deeper than :data:`MAX_DEPTH`, no integer over :data:`MAX_DIGITS` digits.
 The writers differ only in how some floats are spelled (``1e-07`` here, ``1e-7`` there): the
-same numbers. A value the json module cannot write as pydantic would (a model, a datetime, a non-finite
-float, a lone surrogate, a ``None`` key, anything near the limits) is written by pydantic's
-serializer after all.
+same numbers. A value the json module cannot write as pydantic would (a model, a datetime, a
+non-finite float, a None key, anything near the limits) is left to pydantic's serializer.
 
 Also the limits themselves, and the helpers both readers and writers share.
 """
@@ -16,21 +15,18 @@ Also the limits themselves, and the helpers both readers and writers share.
 from __future__ import annotations
 
 import json
-import sys
 
 TYPE_CHECKING = False  # (not typing's: an untyped one-shot call need not import it, ~5 ms)
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any, Final
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_DIGITS",
     "SHORT",
-    "codec",
-    "dump",
     "few_brackets",
     "loads",
+    "plain_dump",
     "reject_constant",
     "second_chance",
     "too_deep",
@@ -129,13 +125,9 @@ _encode_ascii: Final = json.JSONEncoder(
 ).encode
 
 
-def dump(value: Any) -> bytes:
-    """One JSON value, compact, by the json module when it can write it as pydantic would
-    (see the module docstring), else by :func:`._json.dump`.
-
-    Raises:
-        TypeError: ``value`` cannot be written as JSON, or not as JSON the reader takes.
-    """
+def plain_dump(value: Any) -> bytes | None:
+    """One JSON value, compact, as pydantic would write it (see the module docstring); ``None``
+    if the json module cannot: then pydantic's serializer (``_json.dump``) must."""
     try:
         out = _encode(value).encode()
     except UnicodeEncodeError:
@@ -144,26 +136,11 @@ def dump(value: Any) -> bytes:
         try:
             out = _encode_ascii(value).encode()
         except (TypeError, ValueError, RecursionError):
-            out = b""
+            return None
     except (TypeError, ValueError, RecursionError):
-        # Not plain JSON, a non-finite float, an integer over the limit...: pydantic's way
-        # decides, as without this module.
-        out = b""
+        return None  # not plain JSON, a non-finite float, an integer over the limit...
     # pydantic writes a None key as "None" where the json module writes "null": a text that
     # may hold one (a key "null" or, rarely, a string that contains the bytes) goes that way.
-    if out and (len(out) < SHORT or few_brackets(out)) and b'"null":' not in out:
+    if (len(out) < SHORT or few_brackets(out)) and b'"null":' not in out:
         return out
-    from ._json import dump as full
-
-    return full(value)
-
-
-def codec() -> tuple[Callable[..., Any], Callable[[Any], bytes]]:
-    """The reader and writer a new connection uses: pydantic's (:mod:`._json`) if
-    pydantic_core is loaded already, else this module's, which do not load it."""
-    if "pydantic_core" in sys.modules:
-        from ._json import dump as full_dump
-        from ._json import from_json
-
-        return from_json, full_dump
-    return loads, dump
+    return None

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from jitpc import _json, _stdjson
+from jitpc import _json, _protocol, _stdjson
 from support import HANG, ROOT, python_env
 
 CASES = ROOT.parent / "shared" / "testdata" / "JSONTestSuite" / "test_parsing"
@@ -141,7 +141,7 @@ def test_depths_around_the_limit_are_written_and_refused_alike(shape: str) -> No
     # As params or a result a value is one level down: 200 levels is the most written.
     for depth in range(_stdjson.MAX_DEPTH - 12, _stdjson.MAX_DEPTH + 14):
         value = nested(depth, shape)
-        a, b = writes(_json.dump, value), writes(_stdjson.dump, value)
+        a, b = writes(_json.dump, value), writes(_protocol._plain_dump, value)
         assert a[0] is b[0] is (depth < _stdjson.MAX_DEPTH), depth
         assert same(a[1], b[1])
 
@@ -178,13 +178,13 @@ ODD_VALUES: list[Any] = [
 
 @pytest.mark.parametrize("value", ODD_VALUES, ids=range(len(ODD_VALUES)))
 def test_odd_values_are_written_as_pydantic_writes_them(value: Any) -> None:
-    assert same(writes(_stdjson.dump, value), writes(_json.dump, value))
+    assert same(writes(_protocol._plain_dump, value), writes(_json.dump, value))
 
 
 def test_plain_values_are_written_by_the_json_module_when_it_can() -> None:
     # (The point: pydantic's writer is not imported for them. Float spelling may differ.)
-    assert _stdjson.dump({"a": [1, "é", None, True]}) == '{"a":[1,"é",null,true]}'.encode()
-    assert _stdjson.dump(1e-7) == b"1e-07"  # pydantic: 1e-7, the same number
+    assert _protocol._plain_dump({"a": [1, "é", None, True]}) == '{"a":[1,"é",null,true]}'.encode()
+    assert _protocol._plain_dump(1e-7) == b"1e-07"  # pydantic: 1e-7, the same number
 
 
 _values = st.recursive(
@@ -205,10 +205,10 @@ _values = st.recursive(
 @settings(max_examples=400, deadline=None)
 @given(_values)
 def test_any_value_is_written_and_read_back_alike(value: Any) -> None:
-    a, b = writes(_json.dump, value), writes(_stdjson.dump, value)
+    a, b = writes(_json.dump, value), writes(_protocol._plain_dump, value)
     assert a[0] == b[0]
     if a[0]:
-        full, plain = _json.dump(value), _stdjson.dump(value)
+        full, plain = _json.dump(value), _protocol._plain_dump(value)
         for out in (full, plain):
             assert same(pydantic_reads(out), stdlib_reads(out))
         assert same(stdlib_reads(full), stdlib_reads(plain))
