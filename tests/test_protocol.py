@@ -352,6 +352,7 @@ def test_two_peers_through_a_link() -> None:
     a, b = Peer(), Peer()
     id_a = a.send_request("add", [1, 2])
     [req] = b.receive_data(a.data_to_send())
+    assert isinstance(req, Request)
     assert req == Request(id_a, "add", [1, 2])
     b.send_result(req.id, 3)
     id_b = b.send_request("ping")
