@@ -29,7 +29,7 @@ from pydantic_core import ValidationError
 
 from ._connect import CONNECT_TIMEOUT, Connector, OnMismatch, Spinup, expect
 from ._connection import CLOSED, CONNECTING, ENDING, OPEN, Connection, Responder, log_fields
-from ._errors import ClosedError, ConnectError, ResultValidationError
+from ._errors import ClosedError, ConnectError
 from ._json import dump
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
 from ._threads import run_in_thread
@@ -238,14 +238,9 @@ class Client:
         try:
             return validate(raw)  # type: ignore[no-any-return]
         except ValidationError as exc:
-            from ._method import type_name, validation_errors
+            from ._method import invalid_result
 
-            raise ResultValidationError(
-                f"the result of {method_type.__jitpc_method__!r} does not fit "
-                f"{type_name(method_type.__jitpc_result_type__)}: {exc}",
-                validation_errors(exc),
-                raw,
-            ) from None
+            raise invalid_result(method_type, raw, exc) from None
 
     @overload
     def notify(self, method: str, params: Any = None) -> None: ...

@@ -29,14 +29,9 @@ from types import CoroutineType, GeneratorType
 from typing import Any, Protocol, cast
 
 from . import _fork, _shutdown
-from ._errors import (
-    ClosedError,
-    InternalError,
-    MethodNotFound,
-    ProtocolError,
-    RemoteError,
-    RequestCancelled,
-)
+from ._answers import cancelled, complain, error_for, no_responder, unencodable, unknown_method
+from ._answers import log_fields as log_fields  # (where the layers above import it from)
+from ._errors import ClosedError, ProtocolError
 from ._peercred import check_peer
 from ._protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -72,12 +67,6 @@ __all__ = [
 logger = logging.getLogger("jitpc")
 
 
-def log_fields(server_id: str, client_id: int | None = None) -> dict[str, Any]:
-    """The ``extra`` of jitpc's log records: ``jitpc_id``, the server id, and ``jitpc_client``,
-    the server's number for the client (``None`` on the client's side, or for the server)."""
-    return {"jitpc_id": server_id, "jitpc_client": client_id}
-
-
 #: A responder takes the request's params and returns the result, or an awaitable of it.
 Responder = Callable[[Any], Any]
 
@@ -94,9 +83,6 @@ WRITE_BATCH = 16
 #: Methods answered even at the in-flight cap, ahead of the requests waiting there: health
 #: probes must work on a busy connection. (Their responders are synchronous.)
 SYSTEM_METHODS = frozenset({"rpc.ping", "rpc.status", "rpc.discover", "rpc.shutdown"})
-
-#: Complaints about a peer logged one by one; past them, a count at each power of two.
-COMPLAINTS_LOGGED = 10
 
 #: Types whose values are known not to be awaitable: results are checked once per type.
 PLAIN_TYPES: set[type] = {dict, list, str, int, float, bool, type(None)}
@@ -464,9 +450,9 @@ class Connection(asyncio.Protocol):
             fn = self._owner._lookup(method)
             if fn is None:
                 if id_ is not None:
-                    self._peer.send_error(id_, MethodNotFound(f"Unknown method: {method}"))
+                    self._peer.send_error(id_, unknown_method(method))
                 else:
-                    logger.debug("jitpc: no responder for notification %r", method, extra=self._log)
+                    no_responder(method, self._log)
                 return
         try:
             result = fn(event.params)
@@ -501,7 +487,7 @@ class Connection(asyncio.Protocol):
             if id_ in self._peer_cancelled:
                 self._peer_cancelled.discard(id_)
                 if task.cancelled() and self.state is not CLOSED:
-                    self._peer.send_error(id_, _cancelled(id_))
+                    self._peer.send_error(id_, cancelled(id_))
         if self.state is CLOSED:
             return
         self._schedule_flush()
@@ -535,43 +521,23 @@ class Connection(asyncio.Protocol):
         for index, event in enumerate(self._deferred):
             if type(event) is Request and event.id == id_:
                 del self._deferred[index]
-                self._peer.send_error(id_, _cancelled(id_))
+                self._peer.send_error(id_, cancelled(id_))
                 return
 
     def _complain(self, message: str, *args: Any) -> None:
         """Log what the peer did wrong, the first ``COMPLAINTS_LOGGED`` times in full, then
         only a count at each power of two: a peer that floods garbage cannot flood the log."""
         self._complaints = n = self._complaints + 1
-        if n <= COMPLAINTS_LOGGED:
-            logger.warning("jitpc peer %r " + message, self.label, *args, extra=self._log)
-        elif n & (n - 1) == 0:
-            logger.warning(
-                "jitpc peer %r: %d bad messages so far; %d more not logged one by one",
-                self.label,
-                n,
-                n - COMPLAINTS_LOGGED,
-                extra=self._log,
-            )
+        complain(n, self.label, message, args, self._log)
 
     def _send_result(self, id_: Any, result: Any) -> None:
         try:
             self._peer.send_result(id_, result)
         except TypeError as exc:  # the core turns every encoding failure into one
-            logger.error(
-                "jitpc: result of request %r cannot be sent: %s", id_, exc, extra=self._log
-            )
-            self._peer.send_error(id_, InternalError(f"result cannot be encoded: {exc}"))
+            self._peer.send_error(id_, unencodable(id_, exc, self._log))
 
     def _send_exception(self, id_: Any, method: str, exc: Exception) -> None:
-        if isinstance(exc, RemoteError):
-            error = exc
-        else:
-            logger.error("jitpc: responder for %r raised", method, exc_info=exc, extra=self._log)
-            try:
-                message = str(exc) or type(exc).__name__
-            except Exception:  # an exception whose __str__ raises, too
-                message = type(exc).__name__
-            error = InternalError(message)
+        error = error_for(method, exc, self._log)
         if id_ is not None:
             self._peer.send_error(id_, error)
 
@@ -703,10 +669,6 @@ def _cancel(task: asyncio.Task[None]) -> None:
     never awaits the responder's coroutine, which Python then reports as never awaited. The
     first step was scheduled when the task was made, so it runs before this callback."""
     task.get_loop().call_soon(task.cancel)
-
-
-def _cancelled(id_: Any) -> RequestCancelled:
-    return RequestCancelled(f"request {id_!r} was cancelled")
 
 
 def _foreign_peer(transport: asyncio.BaseTransport) -> PermissionError | None:

@@ -32,13 +32,15 @@ deallocated) gets /dev/null dup'ed over it instead, so that it stays taken.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import stat
 import sys
 import weakref
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["sole_owner", "track", "track_listener", "track_transport"]
 
@@ -61,6 +63,8 @@ _listening: weakref.WeakKeyDictionary[socket.socket, str] = weakref.WeakKeyDicti
 def sole_owner(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``loop``'s transports use the socket objects they are given, and nothing else
     closes their descriptors (asyncio's loops; uvloop's libuv handles also hold theirs)."""
+    import asyncio  # (here: the blocking layer, which never calls this, never imports it)
+
     return isinstance(loop, asyncio.BaseEventLoop)
 
 

@@ -35,11 +35,15 @@ from typing import (
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from ._errors import ResultValidationError
+
 __all__ = [
     "Method",
     "MethodSpec",
+    "check_result",
     "fingerprint",
     "first_error",
+    "invalid_result",
     "result_adapter",
     "result_validator",
     "type_name",
@@ -127,6 +131,31 @@ def result_validator(params_type: type[Method[Any]]) -> Callable[[Any], Any]:
             validate = functools.partial(validate, extra="ignore")
         params_type.__jitpc_validate_result__ = validate
     return validate
+
+
+def invalid_result(
+    params_type: type[Method[Any]], raw: Any, exc: ValidationError
+) -> ResultValidationError:
+    """The error of a typed call whose result ``raw`` does not fit ``params_type``'s result
+    type (a :class:`ResultValidationError`)."""
+    return ResultValidationError(
+        f"the result of {params_type.__jitpc_method__!r} does not fit "
+        f"{type_name(params_type.__jitpc_result_type__)}: {exc}",
+        validation_errors(exc),
+        raw,
+    )
+
+
+def check_result(params_type: type[Method[Any]], raw: Any) -> Any:
+    """A typed call's result ``raw``, validated against ``params_type``'s result type.
+
+    Raises:
+        ResultValidationError: it does not fit.
+    """
+    try:
+        return result_validator(params_type)(raw)
+    except ValidationError as exc:
+        raise invalid_result(params_type, raw, exc) from None
 
 
 def _holds_strict_params(schema: Any) -> bool:

@@ -9,12 +9,16 @@ reported at once with its exit status and the tail of its log.
 
 One daemon for a herd (research Table B: watchman takes its pidfile lock before daemonising):
 
-* In one process, the spawns of one id on one event loop queue behind one lock; those that
-  waited behind a spawn take its outcome instead of spawning again.
+* In one process, the spawns of one id on one event loop (or in the blocking layer,
+  :mod:`jitpc.sync`) queue behind one lock; those that waited behind a spawn take its outcome
+  instead of spawning again.
 * Across processes, ``<tmpdir>/<id>.spawn.lock`` is held from before the spawn until the daemon
   has spoken or died. A process that finds it held waits until it is free (blocked on the lock
   in a thread: woken by its release, not by a timer), then, holding it in turn, tries the socket
   once more and spawns only if nobody answers.
+
+The hook's sequencing is steps (see :mod:`._steps`): the same for both I/O layers, which only
+perform its waits (the spawn lock, the readiness line, the daemon's exit).
 
 Zombies: while we live, the daemon is our child, and a thread waits for it, so its exit is
 reaped whenever it comes (and reported if it comes before the announcement). If we exit first,
@@ -23,7 +27,6 @@ it is reparented, and its new parent reaps it.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -34,13 +37,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ._errors import ConnectError
-from ._lock import try_acquire, wait_free_at
+from ._lock import try_acquire
 from ._paths import address, check_owner
-from ._threads import run_in_own_thread, settle_threadsafe
+from ._steps import Queue, Ready, Scope, Steps, Turn, WaitFree
 
 __all__ = ["LOG_MAX_BYTES", "READY_ENV", "Spawn", "announce", "spawn"]
 
@@ -51,12 +54,10 @@ LOG_MAX_BYTES = 1 << 20
 #: Lines of the daemon's log quoted in a ConnectError.
 TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024
-_MAX_LINE = 64 * 1024
 # After the pipe's end of file, how long to wait for the daemon's exit status before reporting
 # it as alive but silent: a dying process closes its files just before it becomes a zombie.
 _EXIT_GRACE = 1.0
 
-T = TypeVar("T")
 StrPath = str | os.PathLike[str]
 
 
@@ -206,102 +207,9 @@ def _exit_status(code: int) -> str:
     return f"exited with status {code}"
 
 
-class _Child:
-    """A started daemon: a thread waits for its exit, which reaps it whenever it comes."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        self.proc = proc
-        self.exited: asyncio.Future[int] = loop.create_future()
-        self._mutex = threading.Lock()
-        self._notify: tuple[asyncio.AbstractEventLoop, asyncio.Future[int]] | None = (
-            loop,
-            self.exited,
-        )
-        # The thread holds the Popen until the exit: no "still running" ResourceWarning.
-        threading.Thread(target=self._reap, name=f"jitpc reaper {proc.pid}", daemon=True).start()
-
-    def _reap(self) -> None:
-        code = self.proc.wait()
-        with self._mutex:
-            notify, self._notify = self._notify, None
-        if notify is not None:
-            loop, future = notify
-            settle_threadsafe(loop, future, True, code)
-
-    def detach(self) -> None:
-        """Stop telling our loop about the exit (the thread still reaps)."""
-        with self._mutex:
-            self._notify = None
-
-
-class _Readiness:
-    """The read end of the readiness pipe: its first line, or ``b""`` at end of file."""
-
-    def __init__(self, fd: int) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._fd: int | None = fd
-        self._buffer = bytearray()
-        if sys.platform == "win32":
-            # The Proactor loop cannot watch an anonymous pipe: a thread reads it, and closes
-            # it when the daemon speaks or exits.
-            self._fd = None
-            self.line = run_in_own_thread(lambda: _read_line(fd), "jitpc readiness")
-        else:
-            self.line = self._loop.create_future()
-            os.set_blocking(fd, False)
-            self._loop.add_reader(fd, self._readable)
-
-    def _readable(self) -> None:
-        assert self._fd is not None
-        try:
-            data = os.read(self._fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        self._buffer += data
-        if data and b"\n" not in self._buffer and len(self._buffer) < _MAX_LINE:
-            return
-        line, newline, _ = bytes(self._buffer).partition(b"\n")
-        self.close()
-        if not self.line.done():
-            self.line.set_result(line if newline else b"")
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            self._loop.remove_reader(fd)
-            os.close(fd)
-
-
-def _read_line(fd: int) -> bytes:
-    buffer = b""
-    try:
-        while b"\n" not in buffer and len(buffer) < _MAX_LINE:
-            data = os.read(fd, 4096)
-            if not data:
-                return b""
-            buffer += data
-    except OSError:
-        return b""  # as good as an end of file: broken
-    finally:
-        os.close(fd)
-    return buffer.partition(b"\n")[0]
-
-
-class _Turn:
-    """The spawns of one id on one event loop, queued behind one lock."""
-
-    __slots__ = ("error", "finished", "lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-        self.finished = 0  # spawns that came to an outcome
-        self.error: str | None = None  # the last outcome, if it was a failure
-
-
-_turns: dict[tuple[asyncio.AbstractEventLoop, str], _Turn] = {}
+_turns: dict[tuple[Any, str], Turn] = {}
+# Guards _turns and each Turn's users: the blocking layer runs spawns in several threads.
+_turns_guard = threading.Lock()
 
 
 class Spawn:
@@ -342,47 +250,48 @@ class Spawn:
                 "a jitpc.spawn() hook learns its server id from jitpc.connect(); "
                 "to call it yourself, give it id="
             )
-        await self._spinup(self.id, None, None)
+        from ._aiosteps import run  # (an awaited hook: asyncio runs)
 
-    async def _spinup(
+        await run(self._jitpc_spinup(self.id, None, None))
+
+    def _jitpc_spinup(
         self,
         server_id: str,
-        attempt: Callable[[], Awaitable[T | None]] | None,
+        attempt: Callable[[float | None], Steps] | None,
         deadline: float | None,
-    ) -> T | None:
-        """The hook, as the Connector runs it: ``attempt`` tries the socket once (``None``: no
-        server yet), and what it connects is returned; ``None`` means "try now"."""
-        run = _Run(self, self.id or server_id)
-        scope = asyncio.timeout_at(deadline)
+    ) -> Steps:
+        """The hook as steps (see :mod:`._steps`), as the connect phase runs it: ``attempt``
+        tries the socket once by a deadline (``None``: no server yet), and what it finds is
+        returned; ``None`` means "try now"."""
+        run = _Run(self, self.id or server_id, deadline)
         try:
-            async with scope:
-                return await run.go(attempt)
+            return (yield from run.go(attempt))
         except TimeoutError:
-            if not scope.expired():
-                raise
+            # (Only the operations given the deadline raise it, when it passes.)
             raise run.failure(run.late()) from None
 
 
 class _Run:
     """One run of a spawn hook: its paths, the daemon it started, what it waits for."""
 
-    def __init__(self, spawn: Spawn, server_id: str) -> None:
+    def __init__(self, spawn: Spawn, server_id: str, deadline: float | None) -> None:
         self.spawn = spawn
         self.server_id = server_id
+        self.deadline = deadline
         addr = address(server_id)
         self.socket = addr.socket
         self.spawn_lock = addr.spawn_lock
         self.private_log = spawn.log is None
         self.log = addr.log if spawn.log is None else os.fspath(spawn.log)
         self.log_start = 0
-        self.child: _Child | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.waiting = False  # for another process's spawn
 
     def failure(self, message: str) -> ConnectError:
         return ConnectError(message, server_id=self.server_id, path=self.socket)
 
     def daemon(self) -> str:
-        pid = "" if self.child is None else f"pid {self.child.proc.pid}: "
+        pid = "" if self.proc is None else f"pid {self.proc.pid}: "
         return f"the jitpc daemon for {self.server_id!r} ({pid}{shlex.join(self.spawn.argv)})"
 
     def with_log(self, message: str) -> str:
@@ -393,7 +302,7 @@ class _Run:
         return f"{message}; the last lines of its log {self.log}:{quoted}"
 
     def late(self) -> str:
-        if self.child is not None:
+        if self.proc is not None:
             return self.with_log(
                 f"{self.daemon()} did not say it serves within connect_timeout; it runs on"
             )
@@ -404,30 +313,33 @@ class _Run:
             )
         return f"the jitpc spawn hook for {self.server_id!r} did not finish by connect_timeout"
 
-    async def go(self, attempt: Callable[[], Awaitable[T | None]] | None) -> T | None:
-        key = (asyncio.get_running_loop(), self.spawn_lock)
-        turn = _turns.get(key)
-        if turn is None:
-            turn = _turns[key] = _Turn()
-        turn.users += 1
-        seen = turn.finished
+    def go(self, attempt: Callable[[float | None], Steps] | None) -> Steps:
+        key = ((yield Scope()), self.spawn_lock)
+        with _turns_guard:
+            turn = _turns.get(key)
+            if turn is None:
+                turn = _turns[key] = Turn()
+            turn.users += 1
+            seen = turn.finished
         try:
             self.waiting = True
-            async with turn.lock:
+            yield Queue(turn, self.deadline)
+            try:
                 self.waiting = False
                 if turn.finished != seen:  # a spawn of this process ended while we queued
                     if turn.error is not None:
                         raise self.failure(turn.error)
                     return None
-                return await self._locked(attempt, turn)
+                return (yield from self._locked(attempt, turn))
+            finally:
+                turn.lock.release()
         finally:
-            turn.users -= 1
-            if not turn.users:
-                del _turns[key]
+            with _turns_guard:
+                turn.users -= 1
+                if not turn.users:
+                    del _turns[key]
 
-    async def _locked(
-        self, attempt: Callable[[], Awaitable[T | None]] | None, turn: _Turn
-    ) -> T | None:
+    def _locked(self, attempt: Callable[[float | None], Steps] | None, turn: Turn) -> Steps:
         waited = False
         while True:
             try:
@@ -440,9 +352,9 @@ class _Run:
                 break
             waited = self.waiting = True
             try:
-                await run_in_own_thread(
-                    lambda: wait_free_at(self.spawn_lock, "spawn lock"), "jitpc spawn lock"
-                )
+                yield WaitFree(self.spawn_lock, "spawn lock", "jitpc spawn lock", self.deadline)
+            except TimeoutError:
+                raise
             except OSError as exc:
                 raise self.failure(
                     f"cannot use the jitpc spawn lock {self.spawn_lock}: {exc}"
@@ -450,13 +362,14 @@ class _Run:
             self.waiting = False
         try:
             if attempt is not None:
-                found = await attempt()  # with the lock: a spawn that just ended is seen
+                # With the lock: a spawn that just ended is seen.
+                found = yield from attempt(self.deadline)
                 if found is not None:
                     return found
             elif waited:
                 return None  # another process's spawn ended: no way to know how
             try:
-                await self._start()
+                yield from self._start()
             except ConnectError as exc:
                 turn.error = str(exc)
                 turn.finished += 1
@@ -467,7 +380,7 @@ class _Run:
         finally:
             lock.release()
 
-    async def _start(self) -> None:
+    def _start(self) -> Steps:
         spawn = self.spawn
         env = dict(os.environ if spawn.env is None else spawn.env)
         try:
@@ -492,32 +405,21 @@ class _Run:
             raise self.failure(f"cannot start {self.daemon()}: {exc}") from exc
         finally:
             os.close(log)
-        loop = asyncio.get_running_loop()
-        child = self.child = _Child(proc, loop)
-        ready = _Readiness(r)
-        try:
-            await asyncio.wait((ready.line, child.exited), return_when=asyncio.FIRST_COMPLETED)
-            if ready.line.done():
-                self._check(ready.line.result())
-                if ready.line.result():
-                    return
-                await asyncio.wait((child.exited,), timeout=_EXIT_GRACE)
-            if child.exited.done():
-                raise self.failure(
-                    self.with_log(
-                        f"{self.daemon()} {_exit_status(child.exited.result())} before it served"
-                    )
-                )
+        self.proc = proc
+        line, code = yield Ready(r, proc, _EXIT_GRACE, self.deadline)
+        if line:
+            self._check(line)
+            return
+        if code is not None:
             raise self.failure(
-                self.with_log(
-                    f"{self.daemon()} closed its readiness pipe ({READY_ENV}) without saying "
-                    "it serves; it runs on"
-                )
+                self.with_log(f"{self.daemon()} {_exit_status(code)} before it served")
             )
-        finally:
-            ready.close()
-            ready.line.cancel()
-            child.detach()
+        raise self.failure(
+            self.with_log(
+                f"{self.daemon()} closed its readiness pipe ({READY_ENV}) without saying "
+                "it serves; it runs on"
+            )
+        )
 
     def _check(self, line: bytes) -> None:
         if not line:

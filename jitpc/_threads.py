@@ -5,28 +5,39 @@ but never holds the interpreter at exit (``concurrent.futures`` joins its worker
 hung handler would keep a spun-down daemon's process alive). Workers start on demand, up to
 :data:`MAX_WORKERS`; past that, work waits in the queue. A forked child starts with an empty
 pool of its own (the parent's threads do not exist there).
+
+Both I/O layers use the one pool: :func:`run_in_thread` for asyncio (a future of the running
+loop gets the outcome), :func:`submit` for the blocking layer (a callback gets it, in the
+worker). asyncio is imported only by the asyncio layer's functions, when they run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["MAX_WORKERS", "run_in_own_thread", "run_in_thread", "settle_threadsafe"]
+try:
+    from _queue import SimpleQueue  # what queue.SimpleQueue is, without queue's own imports
+except ImportError:  # pragma: no cover (another Python)
+    from queue import SimpleQueue
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["MAX_WORKERS", "run_in_own_thread", "run_in_thread", "settle_threadsafe", "submit"]
 
 T = TypeVar("T")
 
 #: Worker threads at most, for the whole process.
 MAX_WORKERS = 16
 
-_Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+#: A job: the function, and what is told its outcome (``ok``, the result or the exception).
+_Job = tuple[Callable[[], Any], Callable[[bool, Any], object]]
 
 _lock = threading.Lock()
-_jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+_jobs: SimpleQueue[_Job] = SimpleQueue()
 _workers = 0
 _idle = 0
 
@@ -56,6 +67,8 @@ def run_in_own_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
     hold one of the pool's workers; a future of the running loop gets its outcome.
 
     Cancelling the future stops the wait for it, not the thread."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -74,13 +87,16 @@ def run_in_own_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
 def _work() -> None:
     global _idle
     while True:
-        fn, loop, future = _jobs.get()
+        fn, done = _jobs.get()
         try:
             result, ok = fn(), True
         except BaseException as exc:
             result, ok = exc, False
-        settle_threadsafe(loop, future, ok, result)
-        del fn, loop, future, result
+        try:
+            done(ok, result)
+        except BaseException:  # (a callback's bug must not kill the worker)
+            pass
+        del fn, done, result
         with _lock:
             _idle += 1
 
@@ -90,9 +106,18 @@ def run_in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
 
     Cancelling the future does not stop the thread: its result is dropped when it comes.
     """
-    global _workers, _idle
+    import asyncio
+
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
+    submit(lambda: fn(*args), lambda ok, value: settle_threadsafe(loop, future, ok, value))
+    return future
+
+
+def submit(fn: Callable[[], Any], done: Callable[[bool, Any], object]) -> None:
+    """Run ``fn()`` in a worker thread, then ``done(ok, value)`` there: ``ok`` and the result,
+    or not ``ok`` and the exception (any ``BaseException``)."""
+    global _workers, _idle
     with _lock:
         # Each job takes an idle worker, or a new one while there are fewer than the cap.
         start = False
@@ -101,16 +126,15 @@ def run_in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         elif _workers < MAX_WORKERS:
             _workers += 1
             start = True
-    _jobs.put((lambda: fn(*args), loop, future))
+    _jobs.put((fn, done))
     if start:
         threading.Thread(target=_work, name="jitpc worker", daemon=True).start()
-    return future
 
 
 def _after_fork() -> None:
     global _jobs, _workers, _idle, _lock
     _lock = threading.Lock()
-    _jobs = queue.SimpleQueue()
+    _jobs = SimpleQueue()
     _workers = _idle = 0
 
 

@@ -1,4 +1,4 @@
-"""A blocking facade over the asyncio client, for programs that do not use asyncio.
+"""A blocking jitpc client, for programs that do not use asyncio.
 
     import jitpc.sync
 
@@ -6,10 +6,14 @@
         counter = client.call(Inc(key="a"))  # a Counter, as with the async client
         print(client.request("inc", {"key": "a"}, timeout=5))
 
-Every method is a thin call into :class:`jitpc.Client` through a *portal*: one daemon thread
-running one asyncio event loop, shared by all the sync clients of the process. A blocking method
-submits its coroutine to that loop (``asyncio.run_coroutine_threadsafe``) and waits for the
-result; exceptions are the same ``jitpc`` exceptions, re-raised in the calling thread.
+A blocking I/O layer over the same sans-I/O core as :class:`jitpc.Client` (see
+:mod:`jitpc._blocking`), with threads and a blocking socket, as websockets' ``sync`` package
+does over its protocol: no event loop, and no asyncio imported (on POSIX; a coroutine spinup
+hook imports it, and so do Windows' named pipes). Each connection has a reader thread (a
+daemon) that reads what the server sends and wakes the thread waiting for each answer; writes
+go out from the calling thread. The connect phase is the async client's, step for step (the
+same back-off, spinup hook, :func:`jitpc.spawn` herd rule, version check and restart, and the
+same errors). Exceptions are the same ``jitpc`` exceptions as the async client's.
 
 Timeouts, in seconds, have one meaning throughout:
 
@@ -19,159 +23,67 @@ Timeouts, in seconds, have one meaning throughout:
   the request is cancelled: the server is told (a jitpc server cancels its handler) and a late
   answer is dropped. The client's own ``timeout=`` is the default of every call's.
 * ``connect_timeout`` bounds connecting alone, however many calls wait for it; when it passes
-  first, they raise :class:`jitpc.ConnectError`. Whichever deadline comes first wins.
+  first, they raise :class:`jitpc.ConnectError`. Whichever deadline comes first wins. The
+  connect attempt goes on in a thread of its own once it has to wait (a back-off sleep, the
+  hook), so that a call that gives up on it does not stop it for the others.
 * :meth:`Client.close`'s ``timeout`` is how long the graceful close may wait for work in
   flight; past it, the connection is destroyed.
 
-The portal starts at the first use of a client and stops (its loop shut down, as
-``asyncio.run`` does) when the last client using it closes; a client that is garbage collected
-without being closed is destroyed, and whatever is still open at interpreter exit is closed
-then, quietly. A call still waiting then (in a daemon thread: a non-daemon thread keeps the
-interpreter alive until its call returns, as any blocking call would) raises
-:class:`jitpc.ClosedError`. One shared thread, rather than one per client, because a loop is
-cheap to share and a CLI that opens several clients should not pay a thread and a loop for each.
+A client that is garbage collected without being closed is destroyed, and whatever is still
+open at interpreter exit is closed then, quietly. A call still waiting then (in a daemon thread:
+a non-daemon thread keeps the interpreter alive until its call returns, as any blocking call
+would) raises :class:`jitpc.ClosedError`.
 
 The ``spinup`` hook runs in a jitpc worker thread, so it may block: the deadlines above still
-hold (the thread runs on). The functions given to :meth:`Client.respond` run *in the portal
-thread*, on its event loop, and block it while they run (every sync client of the process waits
-meanwhile); keep them short, and do not call the sync API from them (that would wait for the
-loop they are blocking, so it raises ``RuntimeError`` instead). With ``thread=True`` a
-responder runs in a worker thread instead, where it may block and use the sync API.
+hold (the thread runs on). The functions given to :meth:`Client.respond` run *in the
+connection's reader thread*, and block it while they run (nothing more is read from that
+server meanwhile); keep them short, and do not call the sync API from them (that would wait
+for the thread they are blocking, so it raises ``RuntimeError`` instead). With ``thread=True``
+a responder runs in a worker thread instead, where it may block and use the sync API.
 
 The sync API cannot be used from a thread that runs an event loop (it would block that loop):
 it raises ``RuntimeError`` there. Use :func:`jitpc.connect` in async code.
 
 In a child forked without exec (``os.fork()``, multiprocessing's 'fork' start method) the sync
-API works as in a new process: the first use starts a portal of the child's own, and deadlines
-hold as anywhere. The parent's portal thread does not exist there, and the child has closed its
-copies of the parent's connections (see ``jitpc._fork``), so a client the parent had used is
-closed in the child: its calls raise :class:`jitpc.ClosedError`, and closing it does nothing
-(the parent's connection is untouched). A client the parent made but never used connects anew.
+API works as in a new process, and deadlines hold as anywhere. The parent's reader threads do
+not exist there, and the child has closed its copies of the parent's connections (see
+``jitpc._fork``), so a client the parent had used is closed in the child: its calls raise
+:class:`jitpc.ClosedError`, and closing it does nothing (the parent's connection is
+untouched). A client the parent made but never used connects anew.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import concurrent.futures
 import os
 import sys
 import threading
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _claim
-from ._client import Client as _AsyncClient
-from ._client import Responder
-from ._connect import CONNECT_TIMEOUT, OnMismatch
-from ._errors import ClosedError
+from ._blocking import CLOSED, OPEN, Connection, in_reader, perform
+from ._errors import ClosedError, ConnectError
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
+from ._steps import CONNECT_TIMEOUT, Dial, IsOpen, New, OnMismatch, Plan, Steps, expect
 
 if TYPE_CHECKING:
     from ._method import Method
 
 __all__ = ["Client", "connect"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 R = TypeVar("R")
+#: A responder: takes the request's params, returns the result.
+Responder = Callable[[Any], Any]
 F = TypeVar("F", bound=Responder)
 
+_OPEN, _ENDING, _CLOSED = 1, 2, 3
 
-class _Portal:
-    """One daemon thread running one event loop until :meth:`stop`."""
-
-    def __init__(self) -> None:
-        self._started = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Future[None] | None = None
-        # The calls waiting on this portal, so that none outlives its loop (see _main).
-        self._calls: set[concurrent.futures.Future[Any]] = set()
-        self._calls_lock = threading.Lock()
-        self._finished = False
-        # A copy in a forked child: its thread and loop exist only in the parent.
-        self.inherited = False
-        self.thread = threading.Thread(target=self._main, name="jitpc.sync portal", daemon=True)
-        self.thread.start()
-        self._started.wait()
-
-    def _main(self) -> None:
-        try:
-            # asyncio.Runner closes the loop as asyncio.run does: remaining tasks cancelled,
-            # async generators shut down (which closes jitpc's still-open connections), the
-            # default executor joined.
-            with asyncio.Runner() as runner:
-                runner.run(self._serve())
-        finally:
-            # A call submitted as the loop shut down was dropped with it: end its wait too.
-            with self._calls_lock:
-                self._finished = True
-                calls = list(self._calls)
-            for future in calls:
-                future.cancel()
-            _stopped(self)
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
-        self._started.set()
-        await self._stop
-
-    def _set_stop(self) -> None:
-        if self._stop is not None and not self._stop.done():
-            self._stop.set_result(None)
-
-    def soon(self, fn: Callable[..., object], *args: Any) -> None:
-        """Have the loop call ``fn(*args)``, from any thread; nothing if it has stopped."""
-        assert self._loop is not None
-        if self.inherited:
-            return  # (the parent's loop: waking it would write to the parent's self-pipe)
-        try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed
-            pass
-
-    def stop(self) -> None:
-        """Shut the loop down and, unless called from the portal thread, wait for it."""
-        self.soon(self._set_stop)
-        if threading.current_thread() is not self.thread:
-            self.thread.join()
-
-    def run(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` on the loop and wait for its result, or its exception.
-
-        Raises:
-            ClosedError: the loop shut down (the interpreter exits) before the call ended, or
-                the call was cancelled under it.
-        """
-        assert self._loop is not None
-        coro = fn(*args, **kwargs)
-        try:
-            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        except RuntimeError:  # the loop is closed
-            coro.close()
-            raise _cut_off() from None
-        except BaseException:
-            coro.close()
-            raise
-        with self._calls_lock:
-            if self._finished:
-                future.cancel()
-            self._calls.add(future)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            # Not by us: the loop shut down under the call (at exit), or the async client
-            # cancelled its work (destroyed while connecting). Either way, closed.
-            raise _cut_off() from None
-        except BaseException:
-            future.cancel()  # KeyboardInterrupt in the caller: cancel the request too
-            raise
-        finally:
-            with self._calls_lock:
-                self._calls.discard(future)
+#: Steps a connect attempt runs in the calling thread, before it needs a thread of its own.
+_QUICK = (Dial, IsOpen, New)
 
 
 def _cut_off() -> ClosedError:
@@ -186,102 +98,312 @@ def _forked() -> ClosedError:
     )
 
 
-async def _bounded(limit: float | None, fn: Callable[[], Awaitable[T]]) -> T:
-    async with asyncio.timeout(limit):  # raises the builtin TimeoutError
-        return await fn()
+class _Opening:
+    """One connect attempt, shared by the calls that wait for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.conn: Connection | None = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.waiting = 0
 
 
-# The shared portal, and how many users (clients, and calls in progress) hold it.
-_lock = threading.Lock()
-_portal: _Portal | None = None
-_users = 0
-_live: set[_Portal] = set()  # started and not yet finished
+class _Core:
+    """A client's state: what its connections, its finalizer and the exit handler may hold
+    without keeping the :class:`Client` itself alive."""
+
+    def __init__(self, plan: Plan, reconnect: bool, max_message_bytes: int) -> None:
+        self.plan = plan
+        self.reconnect = reconnect
+        self.max_message_bytes = max_message_bytes
+        self.lock = threading.Lock()
+        self.state = _OPEN
+        self.responders: dict[str, tuple[Responder, bool]] = {}
+        self.conn: Connection | None = None
+        self.opening: _Opening | None = None
+        self.close_error: ConnectError | None = None
+        self.held: list[tuple[str, Any]] = []  # notifications sent while connecting
+        self.used = False
+        self.inherited = False
+
+    # -- what the connections use ----------------------------------------------------------
+
+    def new(self) -> Connection:
+        return Connection(
+            self.plan.server_id, self.responders.get, max_message_bytes=self.max_message_bytes
+        )
+
+    # -- state -------------------------------------------------------------------------------
+
+    def closed(self) -> bool:
+        if self.state == _CLOSED or self.inherited:
+            return True
+        if self.reconnect:
+            return False
+        if self.close_error is not None:
+            return True
+        conn = self.conn
+        return conn is not None and conn.state == CLOSED
+
+    def closed_error(self) -> BaseException:
+        if self.close_error is not None:
+            return self.close_error
+        what = "ending" if self.state == _ENDING else "closed"
+        return ClosedError(f"jitpc connection to {self.plan.server_id!r} is {what}")
+
+    def check(self) -> None:
+        """Refuse a call in a thread that must not block, or in a forked child."""
+        _check_thread()
+        if self.inherited:
+            raise _forked()
+        if _exiting:
+            raise _cut_off()
+
+    # -- connecting --------------------------------------------------------------------------
+
+    def current(self) -> Connection | None:
+        """The open connection, if any (with the lock held)."""
+        conn = self.conn
+        if conn is not None and conn.state != OPEN:
+            if self.state == _OPEN and self.reconnect:
+                self.conn = conn = None  # ended: the next call connects again
+            elif conn.state == CLOSED:
+                raise conn.closed_error()
+        return conn
+
+    def ready(self, deadline: float | None) -> Connection:
+        """The open connection, connecting first if need be, by ``deadline``."""
+        with self.lock:
+            if self.state != _OPEN:
+                raise self.closed_error()
+            if self.close_error is not None:
+                raise self.close_error
+            conn = self.current()
+            if conn is not None:
+                return conn
+            opening = self.opening
+            if opening is None:
+                opening = self.start()
+            opening.waiting += 1
+        try:
+            if not opening.done.is_set():
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not opening.done.wait(remaining):
+                    raise TimeoutError
+        finally:
+            with self.lock:
+                opening.waiting -= 1
+        if opening.error is not None:
+            raise opening.error
+        assert opening.conn is not None
+        return opening.conn
+
+    def start(self) -> _Opening:
+        """Start a connect attempt (with the lock held)."""
+        conn = self.new()
+        steps = self.plan.phase(conn, time.monotonic)
+        self.used = True
+        _live.add(self)
+        _register_atexit()
+        opening = self.opening = _Opening()
+        # Run in this thread while the steps do not wait (the usual case: the server is
+        # there); a thread of its own takes over at the first wait. (Not with the lock
+        # held: a try made here takes the lock of nothing but its new connection.)
+        self.lock.release()
+        try:
+            self._drive(opening, steps, inline=True)
+        finally:
+            self.lock.acquire()
+        return opening
+
+    def _drive(self, opening: _Opening, steps: Steps, inline: bool, op: Any = None) -> None:
+        value: Any = None
+        error: BaseException | None = None
+        pending = op is not None
+        while True:
+            if not pending:
+                try:
+                    if opening.cancelled and error is None:
+                        error = ClosedError(f"jitpc client for {self.plan.server_id!r} closed")
+                    op = steps.send(value) if error is None else steps.throw(error)
+                except StopIteration as stop:
+                    self._finish(opening, stop.value, None)
+                    return
+                except BaseException as exc:
+                    self._finish(opening, None, exc)
+                    return
+                value = error = None
+            pending = False
+            if inline and type(op) not in _QUICK:
+                thread = threading.Thread(
+                    target=self._drive,
+                    args=(opening, steps, False, op),
+                    name="jitpc.sync connect",
+                    daemon=True,
+                )
+                thread.start()
+                return
+            try:
+                value = perform(op, self.new)
+            except BaseException as exc:
+                error = exc
+
+    def _finish(
+        self, opening: _Opening, conn: Connection | None, error: BaseException | None
+    ) -> None:
+        with self.lock:
+            if self.opening is opening:
+                self.opening = None
+            if opening.cancelled:
+                if conn is not None:
+                    conn.destroy()
+                return
+            if error is None:
+                assert conn is not None
+                self.conn = conn
+                held, self.held = self.held, []
+            else:
+                held, self.held = [], []
+                if isinstance(error, ConnectError) and not self.reconnect:
+                    self.close_error = error
+            opening.conn, opening.error = conn, error
+        for method, params in held:
+            try:
+                conn.notify(method, params)  # type: ignore[union-attr]
+            except (ClosedError, TypeError):
+                break  # lost, as any fire-and-forget message
+        opening.done.set()
+
+    def cancel_opening(self, opening: _Opening, error: BaseException) -> None:
+        """Give a connect attempt up: its waiters get ``error``, and what it connects is
+        destroyed (with the lock held)."""
+        if opening.done.is_set():
+            return
+        opening.cancelled = True
+        opening.error = error
+        if self.opening is opening:
+            self.opening = None
+        opening.done.set()
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self, graceful: bool, timeout: float | None) -> None:
+        if self.inherited:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            if self.state == _OPEN:
+                self.state = _ENDING
+            opening = self.opening
+            if opening is not None and (not graceful or (not opening.waiting and not self.held)):
+                self.cancel_opening(opening, ClosedError(self.closed_error().args[0]))
+                opening = None
+        if opening is not None:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not opening.done.wait(remaining):
+                with self.lock:
+                    self.cancel_opening(
+                        opening, ClosedError(f"jitpc connection to {self.plan.server_id!r} closed")
+                    )
+        with self.lock:
+            conn = self.conn
+            self.state = _CLOSED
+        if conn is not None:
+            if graceful:
+                conn.end(deadline)
+            else:
+                conn.destroy()
+        _live.discard(self)
+
+    def abandon(self) -> None:
+        """The client was garbage collected unclosed (a finalizer: any thread, maybe one that
+        holds a lock of ours, so it takes none): shut its connection down."""
+        if self.inherited:
+            return
+        self.state = _CLOSED
+        opening = self.opening
+        if opening is not None:
+            opening.cancelled = True
+        conn = self.conn
+        if conn is not None:
+            conn.abort()
+        _live.discard(self)
+
+    def cut_off(self) -> None:
+        """At interpreter exit."""
+        with self.lock:
+            self.state = _CLOSED
+            opening = self.opening
+            if opening is not None:
+                self.cancel_opening(opening, _cut_off())
+            conn = self.conn
+        if conn is not None:
+            conn.destroy(_cut_off())
+            conn._join(time.monotonic() + 1.0)
+
+
+def _check_thread() -> None:
+    asyncio = sys.modules.get("asyncio")  # (a running loop means asyncio is imported)
+    if asyncio is not None and asyncio.events._get_running_loop() is not None:
+        raise RuntimeError(
+            "jitpc.sync cannot be called from a running event loop (it would block it); "
+            "use jitpc.connect() and await its methods instead"
+        )
+    if in_reader():
+        raise RuntimeError(
+            "jitpc.sync cannot be called from a responder running in a connection's reader "
+            "thread (it would wait for that thread); use respond(..., thread=True)"
+        )
+
+
+# Every client (for fork), and those with a connection or an attempt (for exit).
+_cores: weakref.WeakSet[_Core] = weakref.WeakSet()
+_live: weakref.WeakSet[_Core] = weakref.WeakSet()
 _exiting = False
 _atexit_registered = False
 
 
-def _acquire() -> _Portal:
-    global _portal, _users, _atexit_registered
-    with _lock:
-        if _exiting:
-            raise _cut_off()
-        if _portal is None:
-            _portal = _Portal()
-            _live.add(_portal)
-            if not _atexit_registered:
-                atexit.register(_close_at_exit)
-                _atexit_registered = True
-        _users += 1
-        return _portal
-
-
-def _release(portal: _Portal) -> None:
-    global _portal, _users
-    with _lock:
-        if portal is not _portal:
-            return  # already stopped at exit
-        _users -= 1
-        if _users:
-            return
-        _portal = None
-    portal.stop()
-
-
-def _stopped(portal: _Portal) -> None:
-    with _lock:
-        _live.discard(portal)
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        # At first use, not at import: it runs before the handlers registered before it.
+        atexit.register(_close_at_exit)
+        _atexit_registered = True
 
 
 def _close_at_exit() -> None:
-    global _portal, _exiting
-    with _lock:
-        _exiting = True
-        _portal = None
-        live = list(_live)
-    for portal in live:
-        portal.stop()
+    global _exiting
+    _exiting = True
+    for core in list(_live):
+        core.cut_off()
 
 
 def _after_fork_in_child() -> None:
-    """The portal thread is the parent's: the child's first use starts a new portal."""
-    global _lock, _portal, _users, _live
-    for portal in _live:
-        portal.inherited = True
-    _lock = threading.Lock()
-    _portal = None
-    _users = 0
-    _live = set()
+    """The parent's connections and threads: the clients that used them are closed here."""
+    global _live
+    for core in list(_cores):
+        core.lock = threading.Lock()
+        if core.used and core.state != _CLOSED:
+            core.inherited = True
+        core.opening = None
+    _live = weakref.WeakSet()
 
 
 if sys.platform != "win32":
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _check_thread() -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError(
-        "jitpc.sync cannot be called from a running event loop (it would block it); "
-        "use jitpc.connect() and await its methods instead"
-    )
+def _validate(method_type: Any, raw: Any) -> Any:
+    """A typed call's result, validated as :meth:`jitpc.Client.call` does."""
+    from ._method import check_result  # (here: only a typed call needs pydantic)
 
-
-def _abandon(holder: list[_Portal], client: _AsyncClient) -> None:
-    """A sync client was garbage collected unclosed: destroy its connection, release the portal.
-
-    Runs from a finalizer, in whatever thread the collector ran: it takes no lock, and leaves
-    the work to the portal thread.
-    """
-    if holder:
-        portal = holder[0]
-        portal.soon(client.destroy)
-        portal.soon(_release, portal)
+    return check_result(method_type, raw)
 
 
 class Client:
-    """A blocking jitpc client: each method waits for the async :class:`jitpc.Client`'s result.
+    """A blocking jitpc client: each method blocks until its outcome, as the async
+    :class:`jitpc.Client`'s would be.
 
     Made by :func:`connect`, which documents the arguments. Safe to use from several threads at
     once: their requests share the one connection, as concurrent tasks would. Close it with
@@ -301,61 +423,38 @@ class Client:
         methods: Iterable[type[Method[Any]]] = (),
         on_mismatch: OnMismatch = "error",
     ) -> None:
-        self._client = _AsyncClient(
+        plan = Plan(
             server_id,
             spinup=spinup,
             connect_timeout=connect_timeout,
-            reconnect=reconnect,
-            max_message_bytes=max_message_bytes,
-            version=version,
-            methods=methods,
-            on_mismatch=on_mismatch,
+            expected=expect(version, methods, on_mismatch),
         )
+        self._core = core = _Core(plan, reconnect, max_message_bytes)
         self._timeout = timeout
-        self._lock = threading.Lock()
-        # The portal this client holds from its first use until it is closed (empty before,
-        # and after). A list, so that the finalizer can see it without keeping self alive.
-        self._holder: list[_Portal] = []
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+        _cores.add(core)
+        self._finalizer = weakref.finalize(self, core.abandon)
+        self._finalizer.atexit = False  # _close_at_exit handles exit
 
     def __repr__(self) -> str:
-        return f"<jitpc.sync.Client server_id={self._client.server_id!r} " + (
+        return f"<jitpc.sync.Client server_id={self.server_id!r} " + (
             "closed>" if self.closed else "open>"
         )
 
     @property
     def server_id(self) -> str:
         """The id of the server this client talks to."""
-        return self._client.server_id
+        return self._core.plan.server_id
 
     @property
     def closed(self) -> bool:
         """True once the client was closed; without ``reconnect``, also once its connection has
         ended or failed to open (it never reopens then); in a forked child, if it was used
         before the fork."""
-        return self._client.closed or self._inherited()
+        return self._core.closed()
 
-    def _inherited(self) -> bool:
-        holder = self._holder
-        return bool(holder) and holder[0].inherited
-
-    def _limit(self, timeout: float | None) -> float | None:
-        return self._timeout if timeout is None else timeout
-
-    def _run(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        _check_thread()
-        if self._inherited():  # (before the lock: another thread may have held it at the fork)
-            raise _forked()
-        with self._lock:
-            if not self._holder and not self._client.closed:
-                self._holder.append(_acquire())
-                self._finalizer = weakref.finalize(self, _abandon, self._holder, self._client)
-                self._finalizer.atexit = False  # _close_at_exit handles exit
-        portal = _acquire()  # for this call: a closed client still gets its error
-        try:
-            return portal.run(fn, *args, **kwargs)
-        finally:
-            _release(portal)
+    def _deadline(self, timeout: float | None) -> float | None:
+        limit = self._timeout if timeout is None else timeout
+        return None if limit is None else time.monotonic() + limit
 
     def open(self, *, timeout: float | None = None) -> None:
         """Connect now, rather than at the first request. Blocks until connected.
@@ -375,7 +474,9 @@ class Client:
                 bounded by ``connect_timeout``).
             RuntimeError: called from a thread running an event loop.
         """
-        self._run(_bounded, self._limit(timeout), self._client.open)
+        core = self._core
+        core.check()
+        core.ready(self._deadline(timeout))
 
     def request(self, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
         """Send a request and block until its result comes. Connects first if needed.
@@ -399,7 +500,10 @@ class Client:
             TypeError: ``params`` cannot be written as JSON.
             RuntimeError: called from a thread running an event loop.
         """
-        return self._run(self._client.request, method, params, timeout=self._limit(timeout))
+        core = self._core
+        core.check()
+        deadline = self._deadline(timeout)
+        return core.ready(deadline).request(method, params, deadline)
 
     def call(self, params: Method[R], *, timeout: float | None = None) -> R:
         """Call a typed method and block until its validated result comes.
@@ -420,7 +524,9 @@ class Client:
             TimeoutError: ``timeout`` passed first.
             RuntimeError: called from a thread running an event loop.
         """
-        return self._run(self._client.call, params, timeout=self._limit(timeout))
+        method_type = type(params)
+        raw = self.request(method_type.__jitpc_method__, params, timeout=timeout)
+        return _validate(method_type, raw)  # type: ignore[no-any-return]
 
     @overload
     def notify(self, method: str, params: Any = None) -> None: ...
@@ -429,15 +535,36 @@ class Client:
     def notify(self, method: str | Method[None], params: Any = None) -> None:
         """Send a notification: ``notify("log", {"line": "hi"})`` or ``notify(Log(line="hi"))``.
 
-        Blocks only until the message is queued on the portal's loop; connects in the
-        background if needed (if that fails, the notification is lost).
+        Blocks only until the message is written (or queued); connects in the background if
+        needed (if that fails, the notification is lost).
 
         Raises:
             ClosedError: the client is closed or ending.
             TypeError: ``params`` cannot be written as JSON.
             RuntimeError: called from a thread running an event loop.
         """
-        self._run(_notify, self._client, method, params)
+        core = self._core
+        core.check()
+        if type(method) is not str:
+            name = getattr(type(method), "__jitpc_method__", None)
+            if not isinstance(name, str):
+                raise TypeError(f"notify() takes a method name or a jitpc.Method, not {method!r}")
+            method, params = name, method
+        with core.lock:
+            if core.state != _OPEN or core.close_error is not None:
+                raise core.closed_error()
+            conn = core.current()
+            if conn is None:
+                # Written now, so that an unwritable params raises here; sent once connected.
+                import json
+
+                from ._json import dump
+
+                core.held.append((method, None if params is None else json.loads(dump(params))))
+                if core.opening is None:
+                    core.start()
+                return
+        conn.notify(method, params)
 
     @overload
     def respond(self, method: str, *, thread: bool = False) -> Callable[[F], F]: ...
@@ -453,16 +580,22 @@ class Client:
         responder for ``method``; with ``reconnect``, it carries over to the next connection.
         Usable as a decorator: ``@client.respond("m")`` or ``@client.respond("m", thread=True)``.
 
-        ``fn`` is a plain function. By default it runs **in the portal thread**, blocking every
-        sync client of the process while it runs, and must not call the sync API (that raises
-        ``RuntimeError``). With ``thread=True`` it runs in a jitpc worker thread (a small pool
-        shared by the process): it may block, and may call the sync API, but not close its own
-        client (the close would wait for its answer). A server's cancel stops waiting for such a
-        responder, not its thread.
+        ``fn`` is a plain function. By default it runs **in the connection's reader thread**,
+        so nothing more is read from the server while it runs, and must not call the sync API
+        (that raises ``RuntimeError``). With ``thread=True`` it runs in a jitpc worker thread
+        (a small pool shared by the process): it may block, and may call the sync API, but not
+        close its own client (the close would wait for its answer). A server's cancel stops
+        waiting for such a responder (the server gets its -32800 answer), not its thread.
         """
         if fn is None:
-            return self._client.respond(method, thread=thread)
-        return self._client.respond(method, fn, thread=thread)
+
+            def decorator(fn: F) -> F:
+                self.respond(method, fn, thread=thread)
+                return fn
+
+            return decorator
+        self._core.responders[method] = (fn, thread)
+        return fn
 
     def close(self, *, timeout: float | None = None) -> None:
         """Close gracefully, and block until closed. Idempotent.
@@ -471,8 +604,7 @@ class Client:
         (in other threads) get their responses, and our responders finish their answers
         (requests given up by a timeout are not waited for). If ``timeout`` (default: the
         client's ``timeout``) passes first, the connection is destroyed instead: requests still
-        waiting fail with :class:`jitpc.ClosedError`. Releases the portal: the last client to
-        close stops its thread.
+        waiting fail with :class:`jitpc.ClosedError`.
 
         Raises:
             RuntimeError: called from a thread running an event loop.
@@ -481,29 +613,8 @@ class Client:
 
     def _close(self, *, graceful: bool, timeout: float | None) -> None:
         _check_thread()
-        if self._inherited():  # the parent's connection and portal: nothing to close here
-            if self._finalizer is not None:
-                self._finalizer.detach()
-            return
-        with self._lock:
-            if not self._holder:  # never used: no connection, no loop
-                self._client.destroy()
-                return
-        try:
-            if graceful:
-                # end() itself destroys, on the loop, when its timeout passes.
-                self._run(self._client.end, timeout=self._limit(timeout))
-            else:
-                self._run(_destroy, self._client)
-        except ClosedError:
-            pass  # the interpreter is exiting: the portal's shutdown closes the connection
-        finally:
-            with self._lock:
-                holder, self._holder = self._holder, []
-                if self._finalizer is not None:
-                    self._finalizer.detach()
-            if holder:
-                _release(holder[0])
+        self._finalizer.detach()
+        self._core.close(graceful, self._timeout if timeout is None else timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -519,14 +630,6 @@ class Client:
             self.close()
         else:
             self._close(graceful=False, timeout=None)
-
-
-async def _notify(client: _AsyncClient, method: Any, params: Any) -> None:
-    client.notify(method, params)
-
-
-async def _destroy(client: _AsyncClient) -> None:
-    client.destroy()
 
 
 def connect(
@@ -552,8 +655,8 @@ def connect(
         spinup: called at most once per connect, after the first failed try; typically it
             starts the server process (detached). A plain function runs in a jitpc worker
             thread, so it may block (``connect_timeout`` and each call's ``timeout`` still
-            hold); a coroutine function runs on the portal's loop. It must not use this client
-            (that would wait for the connect it is part of).
+            hold); a coroutine function runs there with ``asyncio.run``. It must not use this
+            client (that would wait for the connect it is part of).
         connect_timeout: seconds connecting may take, spinup included (default: Node's back-off
             schedule, about 7.1 s); past it, :class:`jitpc.ConnectError`. ``0`` tries once and
             runs no hook; ``None`` retries until the server answers (a call's ``timeout``
@@ -564,10 +667,11 @@ def connect(
         max_message_bytes: the longest message accepted from the server.
         timeout: the default of every call's ``timeout``, its whole deadline, connecting
             included, and of :meth:`Client.close`'s (``None``: no bound).
-        version, methods, on_mismatch: the server's version check, as for
-            :func:`jitpc.connect`: a server that fails it makes the first call raise
-            :class:`jitpc.VersionMismatch`, or is restarted once (``"restart"``), within
-            ``connect_timeout``.
+        version: the version the server must run, as for :func:`jitpc.connect`.
+        methods: typed methods whose schemas the server must share, as for
+            :func:`jitpc.connect`.
+        on_mismatch: ``"error"``: the first call raises :class:`jitpc.VersionMismatch`;
+            ``"restart"``: the server is restarted once, within ``connect_timeout``.
 
     Raises:
         ValueError: ``connect_timeout`` is negative, or the version arguments do not go

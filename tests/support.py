@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,37 @@ def peer_command(script: str, *args: Any) -> list[str]:
     return [sys.executable, str(PEERS / script), *map(str, args)]
 
 
+def start_peer(script: str, *args: Any) -> subprocess.Popen[bytes]:
+    """Run ``tests/peers/<script>`` and return it once it prints that it listens."""
+    # Unbuffered, so that select() sees every line not read yet.
+    proc = subprocess.Popen(
+        peer_command(script, *args), stdout=subprocess.PIPE, bufsize=0, env=python_env()
+    )
+    assert read_line(proc) == b"listening\n"
+    return proc
+
+
+def read_line(proc: subprocess.Popen[bytes]) -> bytes:
+    """The next line ``proc`` prints (within HANG)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], HANG)
+    assert ready, "the peer printed nothing"
+    return proc.stdout.readline()
+
+
+def echo_daemon(jitpc_id: str, spindown: str = "off") -> list[str]:
+    """The command line of ``tests/peers/echo_server.py`` serving ``jitpc_id``, for the
+    ``jitpc_daemon`` fixture (with ``env=python_env()``)."""
+    return peer_command("echo_server.py", jitpc_id, spindown)
+
+
 @contextlib.asynccontextmanager
 async def server_process(
-    server_id: str, spindown: str = "off"
+    jitpc_id: str, spindown: str = "off"
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Run ``tests/peers/echo_server.py`` and yield it once it listens; kill it on exit."""
     proc = await asyncio.create_subprocess_exec(
-        *peer_command("echo_server.py", server_id, spindown),
+        *peer_command("echo_server.py", jitpc_id, spindown),
         stdout=asyncio.subprocess.PIPE,
         env=python_env(),
     )
@@ -59,16 +85,23 @@ async def reap(proc: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(proc.communicate(), HANG)
 
 
-async def echo_server(server_id: str, **methods: Any) -> Any:
-    """An in-process server (spindown off) whose every client answers ``echo`` and
-    ``methods`` (name -> responder)."""
-    import jitpc
+def echoing(**methods: Any) -> Callable[[Any], None]:
+    """An ``on_client`` hook: each client is answered ``echo`` and ``methods`` (name ->
+    responder)."""
 
-    def on_client(client: jitpc.Client) -> None:
+    def on_client(client: Any) -> None:
         client.respond("echo", lambda p: p)
         for name, fn in methods.items():
             client.respond(name, fn)
 
-    server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
+    return on_client
+
+
+async def echo_server(jitpc_id: str, **methods: Any) -> Any:
+    """An in-process server (spindown off) whose every client answers ``echo`` and
+    ``methods`` (name -> responder)."""
+    import jitpc
+
+    server = await jitpc.listen(jitpc_id, on_client=echoing(**methods), spindown=False)
     assert server is not None
     return server

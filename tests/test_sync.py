@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import select
 import subprocess
 import sys
 import threading
@@ -22,9 +21,9 @@ from pydantic import BaseModel
 
 import jitpc
 import jitpc.sync
-from support import HANG, ROOT, peer_command, python_env
+from support import HANG, ROOT, peer_command, python_env, read_line, start_peer
 
-PORTAL = "jitpc.sync portal"
+PORTAL = "jitpc.sync reader"
 
 
 class Echoed(BaseModel):
@@ -49,36 +48,19 @@ class Tell(jitpc.Method[None], method="tell"):
 
 
 def portal_threads() -> list[threading.Thread]:
+    """The connections' reader threads (the portal's name is kept for the tests' history)."""
     return [t for t in threading.enumerate() if t.name == PORTAL]
 
 
 @pytest.fixture(autouse=True)
 def no_portal_left() -> Iterator[None]:
-    """Every test closes its clients: the portal thread is gone when the last one closes."""
+    """Every test closes its clients: a connection's reader thread is gone once it closes."""
     yield
     assert portal_threads() == []
 
 
-def start_peer(script: str, *args: Any) -> subprocess.Popen[bytes]:
-    """Run ``tests/peers/<script>`` and return it once it listens."""
-    # Unbuffered, so that select() sees every line not read yet.
-    proc = subprocess.Popen(
-        peer_command(script, *args), stdout=subprocess.PIPE, bufsize=0, env=python_env()
-    )
-    assert read_line(proc) == b"listening\n"
-    return proc
-
-
 def start_server(server_id: str) -> subprocess.Popen[bytes]:
     return start_peer("echo_server.py", server_id, "off")
-
-
-def read_line(proc: subprocess.Popen[bytes]) -> bytes:
-    """The next line ``proc`` prints."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], HANG)
-    assert ready, "the peer printed nothing"
-    return proc.stdout.readline()
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -361,7 +343,7 @@ def test_close_and_the_context_manager(server_id: str) -> None:
 
 
 @pytest.mark.usefixtures("server")
-def test_respond_answers_the_servers_requests_in_the_portal_thread(server_id: str) -> None:
+def test_respond_answers_the_servers_requests_in_the_reader_thread(server_id: str) -> None:
     with jitpc.sync.connect(server_id, timeout=HANG) as client:
         threads: list[str] = []
 
@@ -384,7 +366,7 @@ def test_respond_answers_the_servers_requests_in_the_portal_thread(server_id: st
         with pytest.raises(jitpc.RemoteError) as info:
             client.request("ask", {"method": "refuse"})
         assert info.value.code == "E_REFUSED"
-        with pytest.raises(jitpc.InternalError, match="running event loop"):
+        with pytest.raises(jitpc.InternalError, match="reader thread"):
             client.request("ask", {"method": "reenter"})
 
 
@@ -396,7 +378,7 @@ def test_respond_with_thread_runs_in_a_worker_that_may_use_the_sync_api(server_i
         @client.respond("reenter", thread=True)
         def reenter(params: Any) -> Any:
             threads.append(threading.current_thread().name)
-            return client.request("echo", params)  # the portal's loop is free meanwhile
+            return client.request("echo", params)  # the reader thread is free meanwhile
 
         def triple(params: Any) -> Any:
             threads.append(threading.current_thread().name)
@@ -451,7 +433,7 @@ def test_reconnect_across_a_server_restart(server_id: str) -> None:
 
 
 @pytest.mark.usefixtures("server")
-def test_two_threads_share_a_client_and_the_portal(server_id: str) -> None:
+def test_two_threads_share_a_client(server_id: str) -> None:
     errors: list[BaseException] = []
 
     with (
@@ -473,7 +455,7 @@ def test_two_threads_share_a_client_and_the_portal(server_id: str) -> None:
             t.start()
         for t in threads:
             t.join(HANG)
-        assert len(portal_threads()) == 1
+        assert len(portal_threads()) == 2  # one reader per connection
     assert errors == []
 
 
