@@ -80,23 +80,30 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from typing import Any, NoReturn
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import jitpc
 
-from . import _daemons, _json
-from ._connect import CONNECT_TIMEOUT
-from ._json import reject_constant
+from . import _stdjson
 from ._paths import address, tmpdir
+from ._stdjson import reject_constant
+from ._steps import CONNECT_TIMEOUT
 from ._transport import is_retryable
+
+if TYPE_CHECKING:
+    import jitpc.sync
+
+# The one-shot commands (call, notify, ping, status, where, discover) run on the blocking client,
+# jitpc.sync, which imports neither asyncio nor pydantic: a command that starts, asks one thing
+# and exits is most of what a CLI does. ls and stop run on asyncio (imported when they run).
 
 EXIT_OK = 0
 EXIT_REMOTE_ERROR = 1
@@ -357,10 +364,10 @@ def _err(text: str) -> None:
         print(text, file=sys.stderr)
 
 
-#: What the CLI sends at most: what a jitpc server reads ("Bad input, decided" in the README),
-#: 200 levels of nesting under the message object and integers of 4,300 digits (Python's
-#: limit for int(str)).
-MAX_DEPTH = _json.MAX_DEPTH - 1  # params sit under the message object
+#: What the CLI sends at most: what a jitpc server reads ("Bad input, decided" in
+#: docs/reliability.md), 200 levels of nesting under the message object and integers of 4,300
+#: digits (Python's limit for int(str)).
+MAX_DEPTH = _stdjson.MAX_DEPTH - 1  # params sit under the message object
 MAX_INT_DIGITS = 4300
 
 
@@ -412,7 +419,7 @@ def _params(text: str | None) -> Any:
         raise too_deep from None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise UsageError(f"PARAMS_JSON is not valid JSON: {exc}") from None
-    if _json.too_deep(value, MAX_DEPTH):
+    if _stdjson.too_deep(value, MAX_DEPTH):
         raise too_deep
     return value
 
@@ -487,26 +494,41 @@ def _connect_timeout(args: argparse.Namespace) -> float:
     return CONNECT_TIMEOUT if args.wait else 0.0
 
 
-@asynccontextmanager
-async def _session(args: argparse.Namespace) -> AsyncIterator[jitpc.Client]:
+class _Session:
+    """A connected client whose calls share the command's ``--timeout``."""
+
+    def __init__(self, client: jitpc.sync.Client, deadline: float | None) -> None:
+        self.client = client
+        self.deadline = deadline
+
+    def left(self) -> float | None:
+        deadline = self.deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def request(self, method: str, params: Any = None) -> Any:
+        return self.client.request(method, params, timeout=self.left())
+
+
+@contextmanager
+def _session(args: argparse.Namespace) -> Iterator[_Session]:
     """A connected client; the block runs within ``--timeout`` (else :class:`TimedOut`).
 
-    Ending the connection after the block comes outside that bound: the answer is in by then,
-    so a server slow to close only makes ``end`` give up (destroy) when the time is up.
+    Closing the connection after the block comes outside that bound: the answer is in by then,
+    so a server slow to close only makes the close give up (destroy) when the time is up.
     """
-    loop = asyncio.get_running_loop()
-    client = jitpc.connect(args.id, connect_timeout=_connect_timeout(args))
-    deadline = None if args.timeout is None else loop.time() + args.timeout
+    import jitpc.sync
+
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    client = jitpc.sync.connect(args.id, connect_timeout=_connect_timeout(args), reconnect=False)
+    session = _Session(client, deadline)
     connected = False
-    scope = asyncio.timeout_at(deadline)
     try:
-        async with scope:
-            await client.open()
-            connected = True
-            yield client
+        client.open(timeout=session.left())
+        connected = True
+        yield session
     except BaseException as exc:
-        client.destroy()
-        if isinstance(exc, TimeoutError) and scope.expired():
+        client.close(timeout=0)
+        if isinstance(exc, TimeoutError) and deadline is not None:
             if connected:
                 what = f"the server for {args.id!r} to answer"
             else:
@@ -514,7 +536,7 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[jitpc.Client]:
             message = f"timed out after {args.timeout:g} s (--timeout) waiting for {what}"
             raise TimedOut(message, connected=connected) from None
         raise
-    await client.end(timeout=None if deadline is None else max(0.0, deadline - loop.time()))
+    client.close(timeout=session.left())
 
 
 def _no_server(exc: jitpc.ConnectError, args: argparse.Namespace) -> str:
@@ -536,11 +558,11 @@ def _no_server(exc: jitpc.ConnectError, args: argparse.Namespace) -> str:
     return f"jitpc: no server for {exc.server_id!r} at {exc.path} ({state}; {waited})"
 
 
-async def _alive(args: argparse.Namespace) -> None:
+def _alive(args: argparse.Namespace) -> None:
     """Return once a server has answered rpc.ping (any answer, even an error, counts)."""
-    async with _session(args) as client:
+    with _session(args) as client:
         try:
-            await client.request("rpc.ping")
+            client.request("rpc.ping")
         except jitpc.RemoteError:
             pass  # a Node server has no rpc.ping: it answered an error, so it is alive
 
@@ -579,23 +601,24 @@ def _table(entries: list[dict[str, Any]]) -> list[str]:
 # -- commands ------------------------------------------------------------------------------------
 
 
-async def _call(args: argparse.Namespace) -> int:
-    async with _session(args) as client:
-        result = await client.request(args.method, args.params)
+def _call(args: argparse.Namespace) -> int:
+    with _session(args) as client:
+        result = client.request(args.method, args.params)
     _out(_dumps(result, args.pretty))
     return EXIT_OK
 
 
-async def _notify(args: argparse.Namespace) -> int:
-    async with _session(args) as client:  # it connects first: notify() alone would lose a
-        client.notify(args.method, args.params)  # failed connect silently
-        await client.end()  # within --timeout: once it returns, the notification is out
+def _notify(args: argparse.Namespace) -> int:
+    with _session(args) as client:  # it connects first: notify() alone would lose a
+        client.client.notify(args.method, args.params)  # failed connect silently
+        # Within --timeout: once it returns, the notification is out.
+        client.client.close(timeout=client.left())
     return EXIT_OK
 
 
-async def _ping(args: argparse.Namespace) -> int:
+def _ping(args: argparse.Namespace) -> int:
     try:
-        await _alive(args)
+        _alive(args)
     except TimedOut:
         _out("timed out")
         raise
@@ -614,10 +637,10 @@ def _lacks(args: argparse.Namespace, method: str) -> str:
     )
 
 
-async def _status(args: argparse.Namespace) -> int:
-    async with _session(args) as client:
+def _status(args: argparse.Namespace) -> int:
+    with _session(args) as client:
         try:
-            status = await client.request("rpc.status")
+            status = client.request("rpc.status")
         except jitpc.MethodNotFound:
             _err(f"{_lacks(args, 'rpc.status')}; its status is null")
             status = {
@@ -633,11 +656,11 @@ async def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _where(args: argparse.Namespace) -> int:
+def _where(args: argparse.Namespace) -> int:
     paths = address(args.id)
     timed_out: TimedOut | None = None
     try:
-        await _alive(args)
+        _alive(args)
         state = "listening"
     except (jitpc.ConnectError, jitpc.ClosedError, jitpc.ProtocolError):
         state = "not listening"
@@ -652,10 +675,10 @@ async def _where(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _discover(args: argparse.Namespace) -> int:
-    async with _session(args) as client:
+def _discover(args: argparse.Namespace) -> int:
+    with _session(args) as client:
         try:
-            document = await client.request("rpc.discover")
+            document = client.request("rpc.discover")
         except jitpc.MethodNotFound:
             _err(_lacks(args, "rpc.discover"))
             return EXIT_REMOTE_ERROR
@@ -664,6 +687,10 @@ async def _discover(args: argparse.Namespace) -> int:
 
 
 async def _ls(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import _daemons
+
     limit = asyncio.Semaphore(LS_CONCURRENCY)
 
     async def one(server_id: str) -> dict[str, Any] | None:
@@ -684,6 +711,10 @@ async def _ls(args: argparse.Namespace) -> int:
 
 
 async def _stop(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import _daemons
+
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + args.timeout
@@ -760,7 +791,9 @@ async def _stop(args: argparse.Namespace) -> int:
     return EXIT_TIMEOUT
 
 
-async def _logs(args: argparse.Namespace) -> int:
+def _logs(args: argparse.Namespace) -> int:
+    from . import _daemons
+
     path = address(args.id).log
     current = _daemons.tail(path, args.lines)
     older = None
@@ -783,7 +816,8 @@ async def _logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {
+#: Each command's function: it returns the exit code, or raises an error _failed() maps to one.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]] = {
     "call": _call,
     "notify": _notify,
     "ping": _ping,
@@ -796,21 +830,36 @@ COMMANDS = {
 }
 
 
-async def _run(args: argparse.Namespace) -> int:
-    try:
-        return await COMMANDS[args.command](args)
-    except jitpc.RemoteError as exc:
+def _failed(exc: Exception, args: argparse.Namespace) -> int | None:
+    """Say why a command failed with ``exc``, and return its exit code (``None``: not ours)."""
+    if isinstance(exc, jitpc.RemoteError):
         _err(_dumps(exc.to_wire(), False))
         return EXIT_REMOTE_ERROR
-    except jitpc.ConnectError as exc:
+    if isinstance(exc, jitpc.ConnectError):
         _err(_no_server(exc, args))
         return EXIT_NO_SERVER
-    except (jitpc.ClosedError, jitpc.ProtocolError) as exc:
+    if isinstance(exc, (jitpc.ClosedError, jitpc.ProtocolError)):
         _err(f"jitpc: {exc}")
         return EXIT_CLOSED
-    except TimedOut as exc:
+    if isinstance(exc, TimedOut):
         _err(f"jitpc: {exc}")
         return EXIT_TIMEOUT
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        code = COMMANDS[args.command](args)
+        if not isinstance(code, int):  # ls, stop: on asyncio
+            import asyncio
+
+            code = asyncio.run(code)
+        return code
+    except Exception as exc:
+        failed = _failed(exc, args)
+        if failed is None:
+            raise
+        return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -825,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"jitpc: {exc}")
         return EXIT_USAGE
     try:
-        return asyncio.run(_run(args))
+        return _run(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except StdoutClosed:
