@@ -1,25 +1,25 @@
-"""Shared test setup: an event loop per async test, a private short TMPDIR, unique ids.
+"""Shared test setup, on jitpc's own pytest plugin (``jitpc.testing``) and anyio's.
 
-Async tests are plain ``async def test_...`` functions; they run on a fresh event loop (the
-default asyncio loop, or uvloop with ``--loop=uvloop``). Every test gets its own short temp dir
-as ``TMPDIR``, where its servers put their lock and socket files (Unix socket paths are limited
-to about 104-108 bytes, so pytest's long ``tmp_path`` will not do).
+Async tests are marked ``anyio`` (``pytestmark`` per module) and run on a fresh event loop: the
+default asyncio loop, or uvloop with ``--loop=uvloop`` (anyio's ``anyio_backend`` fixture, set
+here). Every test gets the plugin's short private temp dir as ``TMPDIR`` (``jitpc_tmpdir``),
+where its servers put their lock and socket files, and a fresh id from ``jitpc_id``; the
+plugin's hang bound (60 s) stands in for a per-test ``asyncio.timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import shutil
-import tempfile
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nodesetup import ensure_node_jitpc
+
+pytest_plugins = ["jitpc.testing", "pytester"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,26 +39,23 @@ def loop_factory(config: pytest.Config) -> Callable[[], asyncio.AbstractEventLoo
     return asyncio.new_event_loop
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    names = pyfuncitem._fixtureinfo.argnames
-    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
-    with asyncio.Runner(loop_factory=loop_factory(pyfuncitem.config)) as runner:
-        runner.run(pyfuncitem.obj(**kwargs))
-    return True
+@pytest.fixture(scope="session")
+def anyio_backend(pytestconfig: pytest.Config) -> object:
+    """The async tests' loop, as anyio's plugin takes it: asyncio's, or uvloop (``--loop``)."""
+    if pytestconfig.getoption("--loop") == "uvloop":
+        return ("asyncio", {"loop_factory": loop_factory(pytestconfig)})
+    return "asyncio"
+
+
+@pytest.fixture
+def jitpc_loop_factory(pytestconfig: pytest.Config) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The loop of the plugin's own server thread (``jitpc_sync_client``): ``--loop``'s too."""
+    return loop_factory(pytestconfig)
 
 
 @pytest.fixture(autouse=True)
-def jitpc_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A short, private TMPDIR for this test's lock and socket files."""
-    path = tempfile.mkdtemp(prefix="j", dir="/tmp")
-    monkeypatch.setenv("TMPDIR", path)
-    monkeypatch.delenv("TMP", raising=False)
-    monkeypatch.delenv("TEMP", raising=False)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
+def _isolated(jitpc_tmpdir: Path) -> None:
+    """Every test, sync or async, runs in a temp dir of its own (the suite relies on it)."""
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +65,3 @@ def node_modules() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node and npm must be on PATH for the tests against Node jitpc")
     return ensure_node_jitpc()
-
-
-@pytest.fixture
-def server_id() -> str:
-    """A fresh id, unique to this test."""
-    return "t" + uuid.uuid4().hex[:12]

@@ -310,14 +310,14 @@ class Children:
 
     async def server(
         self,
-        server_id: str,
+        jitpc_id: str,
         log: Path,
         *options: object,
         script: str = "ledger_server.py",
         env: dict[str, str] | None = None,
     ) -> Child:
         """Start a ledger server and wait until it listens (it must win the id)."""
-        child = await self.spawn(peer_command(script, server_id, "--log", log, *options), env)
+        child = await self.spawn(peer_command(script, jitpc_id, "--log", log, *options), env)
         await child.line(lambda line: line.startswith("listening "))
         return child
 

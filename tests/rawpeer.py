@@ -142,20 +142,20 @@ class RawPeer:
 
 
 @asynccontextmanager
-async def raw_peer(server_id: str) -> AsyncIterator[RawPeer]:
-    """A raw connection to the server ``server_id`` (which must be listening)."""
+async def raw_peer(jitpc_id: str) -> AsyncIterator[RawPeer]:
+    """A raw connection to the server ``jitpc_id`` (which must be listening)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.sock_connect(sock, address(server_id).socket), HANG)
+        await asyncio.wait_for(loop.sock_connect(sock, address(jitpc_id).socket), HANG)
         yield RawPeer(sock)
     finally:
         sock.close()
 
 
-async def assert_serves(server_id: str, token: Any = "still here", method: str = "echo") -> None:
+async def assert_serves(jitpc_id: str, token: Any = "still here", method: str = "echo") -> None:
     """Another client, on its own connection, gets ``token`` back from ``method``."""
     async with asyncio.timeout(HANG):
-        async with jitpc.connect(server_id) as client:
+        async with jitpc.connect(jitpc_id) as client:
             assert await client.request(method, token) == token

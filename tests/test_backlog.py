@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import pytest
+
 import jitpc
 from support import HANG, peer_command, python_env, reap
+
+pytestmark = pytest.mark.anyio
 
 CLIENTS = 1000
 
@@ -25,9 +29,9 @@ class _Retries(logging.Handler):
             self.first.set()
 
 
-async def test_clients_beyond_a_full_backlog_retry_and_are_all_answered(server_id: str) -> None:
+async def test_clients_beyond_a_full_backlog_retry_and_are_all_answered(jitpc_id: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *peer_command("blocking_server.py", server_id),
+        *peer_command("blocking_server.py", jitpc_id),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=python_env(),
@@ -39,25 +43,22 @@ async def test_clients_beyond_a_full_backlog_retry_and_are_all_answered(server_i
     logger.addHandler(retries)
     logger.setLevel(logging.DEBUG)
     try:
-        async with asyncio.timeout(HANG):
-            assert await proc.stdout.readline() == b"listening\n"
-            blocker = jitpc.connect(server_id)
-            blocking = asyncio.ensure_future(blocker.request("block"))
-            assert await proc.stdout.readline() == b"blocked\n"
-            # The server accepts nothing now: its backlog (511) fills, and on Linux the
-            # connects beyond it fail with EAGAIN, which asyncio reports as a success on an
-            # unconnected socket. The clients must see through that and retry.
-            clients = [jitpc.connect(server_id) for _ in range(CLIENTS)]
-            calls = [asyncio.ensure_future(c.request("echo", i)) for i, c in enumerate(clients)]
-            await retries.first.wait()
-            proc.stdin.write(b"go\n")  # unblock the server
-            assert await asyncio.gather(*calls) == list(range(CLIENTS))
-            await blocking
-            print(
-                f"figure: {CLIENTS} clients over a full backlog, {retries.count} connects retried"
-            )
-            await asyncio.gather(*(client.end() for client in clients), blocker.end())
-            await asyncio.wait_for(proc.wait(), HANG)  # it spins down
+        assert await proc.stdout.readline() == b"listening\n"
+        blocker = jitpc.connect(jitpc_id)
+        blocking = asyncio.ensure_future(blocker.request("block"))
+        assert await proc.stdout.readline() == b"blocked\n"
+        # The server accepts nothing now: its backlog (511) fills, and on Linux the
+        # connects beyond it fail with EAGAIN, which asyncio reports as a success on an
+        # unconnected socket. The clients must see through that and retry.
+        clients = [jitpc.connect(jitpc_id) for _ in range(CLIENTS)]
+        calls = [asyncio.ensure_future(c.request("echo", i)) for i, c in enumerate(clients)]
+        await retries.first.wait()
+        proc.stdin.write(b"go\n")  # unblock the server
+        assert await asyncio.gather(*calls) == list(range(CLIENTS))
+        await blocking
+        print(f"figure: {CLIENTS} clients over a full backlog, {retries.count} connects retried")
+        await asyncio.gather(*(client.end() for client in clients), blocker.end())
+        await asyncio.wait_for(proc.wait(), HANG)  # it spins down
     finally:
         logger.removeHandler(retries)
         logger.setLevel(level)

@@ -18,7 +18,6 @@ coalesced into one single write. B29 at the default 16 MiB limit is only sent wh
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,7 +30,8 @@ from pydantic import BaseModel
 import jitpc
 from jitpc._protocol import DEFAULT_MAX_MESSAGE_BYTES
 from rawpeer import RawPeer, assert_serves, parse_line, raw_peer
-from support import HANG
+
+pytestmark = pytest.mark.anyio
 
 PARSE, INVALID, NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 
@@ -338,7 +338,7 @@ class Inc(jitpc.Method[Counter], method="inc"):
 
 @asynccontextmanager
 async def serving(
-    server_id: str, limit: int = DEFAULT_MAX_MESSAGE_BYTES
+    jitpc_id: str, limit: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> AsyncIterator[collections.Counter[str]]:
     """A live server with "echo", "smuggled" and the typed "inc"; yields the calls it ran."""
     calls: collections.Counter[str] = collections.Counter()
@@ -356,7 +356,7 @@ async def serving(
         client.respond("smuggled", smuggled)
 
     server = await jitpc.listen(
-        server_id, on_client=on_client, spindown=False, max_message_bytes=limit
+        jitpc_id, on_client=on_client, spindown=False, max_message_bytes=limit
     )
     assert server is not None
     counts: dict[str, int] = {}
@@ -433,27 +433,27 @@ SPLITS = ["whole", "bytewise"]
 
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("c", [pytest.param(c, id=i) for i, c in OPEN])
-async def test_bad_input_connection_stays_open(c: Case, split: str, server_id: str) -> None:
-    async with asyncio.timeout(HANG), serving(server_id, c.limit) as calls:
-        async with raw_peer(server_id) as peer:
+async def test_bad_input_connection_stays_open(c: Case, split: str, jitpc_id: str) -> None:
+    async with serving(jitpc_id, c.limit) as calls:
+        async with raw_peer(jitpc_id) as peer:
             await write(peer, c, split)
             await peer.send(PROBE)
             assert_replies(await read_until_probe(peer), c.replies)
             # Again, to show the connection is still in step.
             await peer.send(PROBE)
             assert await read_until_probe(peer) == []
-        await assert_serves(server_id)
+        await assert_serves(jitpc_id)
         assert calls["smuggled"] == 0
 
 
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("c", [pytest.param(c, id=i) for i, c in CLOSING])
-async def test_bad_input_closes_connection(c: Case, split: str, server_id: str) -> None:
-    async with asyncio.timeout(HANG), serving(server_id, c.limit) as calls:
-        async with raw_peer(server_id) as peer:
+async def test_bad_input_closes_connection(c: Case, split: str, jitpc_id: str) -> None:
+    async with serving(jitpc_id, c.limit) as calls:
+        async with raw_peer(jitpc_id) as peer:
             await write(peer, c, split)
             assert_replies(await peer.read_until_eof(), c.replies)
-        await assert_serves(server_id)
+        await assert_serves(jitpc_id)
         assert calls["smuggled"] == 0
 
 
@@ -462,7 +462,7 @@ def from_the_core(reply: Reply) -> bool:
     return reply.code in (PARSE, INVALID)
 
 
-async def test_coalesced_cases(server_id: str) -> None:
+async def test_coalesced_cases(jitpc_id: str) -> None:
     """B34: every case that keeps the connection open, back to back in one single write.
 
     The core answers a bad line as it reads it, and requests are answered after the whole
@@ -471,11 +471,11 @@ async def test_coalesced_cases(server_id: str) -> None:
     """
     cases = [c for _, c in OPEN if c.limit == DEFAULT_MAX_MESSAGE_BYTES]
     expected = [r for c in cases for r in c.replies]
-    async with asyncio.timeout(HANG), serving(server_id) as calls:
-        async with raw_peer(server_id) as peer:
+    async with serving(jitpc_id) as calls:
+        async with raw_peer(jitpc_id) as peer:
             await peer.send(b"".join(c.data for c in cases) + PROBE)
             lines = await read_until_probe(peer)
-        await assert_serves(server_id)
+        await assert_serves(jitpc_id)
         assert calls["smuggled"] == 0
     core: list[bytes] = []
     dispatched: list[bytes] = []
@@ -486,17 +486,17 @@ async def test_coalesced_cases(server_id: str) -> None:
     assert_replies(dispatched, [r for r in expected if not from_the_core(r)])
 
 
-async def test_oversize_at_the_default_limit(server_id: str) -> None:
+async def test_oversize_at_the_default_limit(jitpc_id: str) -> None:
     """B29 / T14 at the default limit: 16 MiB + 1 bytes without a newline, then a request."""
     limit = DEFAULT_MAX_MESSAGE_BYTES
     assert limit == 16 * 2**20
-    async with asyncio.timeout(HANG), serving(server_id) as calls:
-        async with raw_peer(server_id) as peer:
+    async with serving(jitpc_id) as calls:
+        async with raw_peer(jitpc_id) as peer:
             # Up to the limit the line is only buffered: the connection is still fine.
             assert await peer.try_send(b"x" * limit)
             await peer.try_send(b"x")
             await peer.try_send(SMUGGLED)
             lines = await peer.read_until_eof()
         assert_replies(lines, [error(INVALID, contains=f"larger than {limit} bytes")])
-        await assert_serves(server_id)
+        await assert_serves(jitpc_id)
         assert calls["smuggled"] == 0

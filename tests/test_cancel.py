@@ -16,8 +16,11 @@ import pytest
 
 import jitpc
 from jitpc._connection import MAX_IN_FLIGHT
+from jitpc.testing import ClientFactory
 from rawpeer import raw_peer
-from support import HANG, echo_server
+from support import echo_server, echoing
+
+pytestmark = pytest.mark.anyio
 
 
 class Gate:
@@ -57,11 +60,11 @@ def request_line(id_: Any, method: str, params: Any = None) -> bytes:
 
 
 async def test_a_timed_out_request_cancels_its_handler_and_the_client_goes_on(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     gate = Gate()
-    async with asyncio.timeout(HANG), await serve(server_id, wait=gate) as server:
-        async with jitpc.connect(server_id) as client:
+    async with await serve(jitpc_id, wait=gate) as server:
+        async with jitpc.connect(jitpc_id) as client:
             with pytest.raises(TimeoutError):
                 await client.request("wait", "a", timeout=0.05)
             await gate.ended.wait()
@@ -73,23 +76,24 @@ async def test_a_timed_out_request_cancels_its_handler_and_the_client_goes_on(
         assert not server.closed
 
 
-async def test_cancelling_the_awaiting_task_cancels_the_handler(server_id: str) -> None:
+async def test_cancelling_the_awaiting_task_cancels_the_handler(
+    jitpc_client: ClientFactory,
+) -> None:
     gate = Gate()
-    async with asyncio.timeout(HANG), await serve(server_id, wait=gate):
-        async with jitpc.connect(server_id) as client:
-            task = asyncio.create_task(client.request("wait", "b"))
-            assert await gate.started.get() == "b"
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            await gate.ended.wait()
-            assert gate.cancelled == ["b"]
+    client = await jitpc_client(on_client=echoing(wait=gate), spindown=False)
+    task = asyncio.create_task(client.request("wait", "b"))
+    assert await gate.started.get() == "b"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await gate.ended.wait()
+    assert gate.cancelled == ["b"]
 
 
-async def test_the_serving_side_answers_a_cancel_once_with_minus_32800(server_id: str) -> None:
+async def test_the_serving_side_answers_a_cancel_once_with_minus_32800(jitpc_id: str) -> None:
     gate = Gate()
-    async with asyncio.timeout(HANG), await serve(server_id, wait=gate):
-        async with raw_peer(server_id) as peer:
+    async with await serve(jitpc_id, wait=gate):
+        async with raw_peer(jitpc_id) as peer:
             await peer.send(request_line(7, "wait", "x") + b"\n")
             assert await gate.started.get() == "x"
             # Cancelled twice, and once for an id that runs nothing: one answer only.
@@ -103,9 +107,9 @@ async def test_the_serving_side_answers_a_cancel_once_with_minus_32800(server_id
             assert gate.cancelled == ["x"]
 
 
-async def test_a_cancel_after_the_answer_changes_nothing(server_id: str) -> None:
-    async with asyncio.timeout(HANG), await serve(server_id):
-        async with raw_peer(server_id) as peer:
+async def test_a_cancel_after_the_answer_changes_nothing(jitpc_id: str) -> None:
+    async with await serve(jitpc_id):
+        async with raw_peer(jitpc_id) as peer:
             await peer.send(request_line(1, "echo", 1) + b"\n" + cancel_line(1) + b"\n")
             assert await peer.read_reply() == {"jsonrpc": "2.0", "id": 1, "result": 1}
             await peer.send(request_line(2, "echo", 2) + b"\n")
@@ -114,11 +118,11 @@ async def test_a_cancel_after_the_answer_changes_nothing(server_id: str) -> None
 
 
 async def test_a_request_waiting_at_the_cap_is_never_started_when_cancelled(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     gate = Gate()
-    async with asyncio.timeout(HANG), await serve(server_id, wait=gate):
-        async with raw_peer(server_id) as peer:
+    async with await serve(jitpc_id, wait=gate):
+        async with raw_peer(jitpc_id) as peer:
             lines = [request_line(n, "wait", n) for n in range(1, MAX_IN_FLIGHT + 3)]
             queued = MAX_IN_FLIGHT + 1  # the first past the cap: it waits for a free slot
             lines += [cancel_line(queued), request_line("p", "rpc.ping")]
@@ -138,7 +142,7 @@ async def test_a_request_waiting_at_the_cap_is_never_started_when_cancelled(
             assert queued not in gate.finished and gate.cancelled == []
 
 
-async def test_a_handler_can_shield_its_work_from_cancellation(server_id: str) -> None:
+async def test_a_handler_can_shield_its_work_from_cancellation(jitpc_client: ClientFactory) -> None:
     done: list[str] = []
     finished = asyncio.Event()
     release = asyncio.Event()
@@ -154,46 +158,44 @@ async def test_a_handler_can_shield_its_work_from_cancellation(server_id: str) -
         await asyncio.shield(work())
         return "unreachable once cancelled"
 
-    async with asyncio.timeout(HANG), await serve(server_id, guarded=guarded):
-        async with jitpc.connect(server_id) as client:
-            task = asyncio.create_task(client.request("guarded"))
-            await started.wait()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert await client.request("echo", "served meanwhile") == "served meanwhile"
-            release.set()
-            await finished.wait()
-            assert done == ["work"]
+    client = await jitpc_client(on_client=echoing(guarded=guarded), spindown=False)
+    task = asyncio.create_task(client.request("guarded"))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await client.request("echo", "served meanwhile") == "served meanwhile"
+    release.set()
+    await finished.wait()
+    assert done == ["work"]
 
 
 async def test_a_hung_handler_does_not_keep_a_server_up_once_its_client_is_gone(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     gate = Gate()
 
     def on_client(client: jitpc.Client) -> None:
         client.respond("wait", gate)
 
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=on_client, spindown_timeout=0.05)
-        assert server is not None
-        client = jitpc.connect(server_id)
-        task = asyncio.create_task(client.request("wait", "hung"))
-        await gate.started.get()
-        client.destroy()
-        with pytest.raises(jitpc.ClosedError):
-            await task
-        await server.wait_closed()  # it spun down: the handler did not hold it
-        assert gate.cancelled == ["hung"]
+    server = await jitpc.listen(jitpc_id, on_client=on_client, spindown_timeout=0.05)
+    assert server is not None
+    client = jitpc.connect(jitpc_id)
+    task = asyncio.create_task(client.request("wait", "hung"))
+    await gate.started.get()
+    client.destroy()
+    with pytest.raises(jitpc.ClosedError):
+        await task
+    await server.wait_closed()  # it spun down: the handler did not hold it
+    assert gate.cancelled == ["hung"]
 
 
 async def test_10000_cancellations_under_load_leave_the_connection_usable_and_leak_nothing(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     hang = Gate()
-    async with asyncio.timeout(HANG), await serve(server_id, hang=hang) as server:
-        async with jitpc.connect(server_id) as client:
+    async with await serve(jitpc_id, hang=hang) as server:
+        async with jitpc.connect(jitpc_id) as client:
             baseline = len(asyncio.all_tasks())
 
             async def give_up(n: int) -> str:

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 import jitpc
-from support import HANG, ROOT, peer_command, python_env, reap, server_process
+from jitpc.testing import ClientFactory, DaemonFactory
+from support import HANG, ROOT, echo_daemon, peer_command, python_env, reap
+
+pytestmark = pytest.mark.anyio
 
 
 def serve(client: jitpc.Client) -> None:
@@ -35,19 +38,19 @@ def serve(client: jitpc.Client) -> None:
     client.respond("unencodable", lambda params: object())
 
 
-async def test_round_trip_to_a_server_process(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        async with server_process(server_id), jitpc.connect(server_id) as client:
-            assert await client.request("echo", {"key": "a", "n": 1}) == {"key": "a", "n": 1}
-            assert await client.request("echo", "ünïcødé ✓") == "ünïcødé ✓"
-            assert await client.request("echo") is None
-            big = "x" * (1 << 20)
-            assert await client.request("echo", big) == big
-            results = await asyncio.gather(*(client.request("echo", i) for i in range(500)))
-            assert results == list(range(500))
+async def test_round_trip_to_a_server_process(jitpc_daemon: DaemonFactory, jitpc_id: str) -> None:
+    await jitpc_daemon.start(echo_daemon(jitpc_id), env=python_env())
+    async with jitpc.connect(jitpc_id) as client:
+        assert await client.request("echo", {"key": "a", "n": 1}) == {"key": "a", "n": 1}
+        assert await client.request("echo", "ünïcødé ✓") == "ünïcødé ✓"
+        assert await client.request("echo") is None
+        big = "x" * (1 << 20)
+        assert await client.request("echo", big) == big
+        results = await asyncio.gather(*(client.request("echo", i) for i in range(500)))
+        assert results == list(range(500))
 
 
-async def test_no_server_fails_after_the_back_off_and_spinup_runs_once(server_id: str) -> None:
+async def test_no_server_fails_after_the_back_off_and_spinup_runs_once(jitpc_id: str) -> None:
     calls: list[str] = []
 
     def spinup() -> None:
@@ -58,41 +61,39 @@ async def test_no_server_fails_after_the_back_off_and_spinup_runs_once(server_id
             await client.request("echo", 1)
         return info.value
 
-    async with asyncio.timeout(HANG):
-        plain, hooked = await asyncio.gather(
-            attempt(jitpc.connect(server_id)), attempt(jitpc.connect(server_id, spinup=spinup))
-        )
+    plain, hooked = await asyncio.gather(
+        attempt(jitpc.connect(jitpc_id)), attempt(jitpc.connect(jitpc_id, spinup=spinup))
+    )
     assert calls == ["spinup"]
     for error in (plain, hooked):
         assert isinstance(error, ConnectionError)  # a plain `except OSError` works too
         assert isinstance(error.__cause__, FileNotFoundError)
-        assert error.server_id == server_id
-        assert error.path.endswith(f"/{server_id}.sock")
+        assert error.server_id == jitpc_id
+        assert error.path.endswith(f"/{jitpc_id}.sock")
         assert re.search(r"after \d+ tries over [67]\.\d s", str(error)), error
 
 
-async def test_failed_client_keeps_failing_with_the_connect_error(server_id: str) -> None:
+async def test_failed_client_keeps_failing_with_the_connect_error(jitpc_id: str) -> None:
     def spinup() -> None:
         raise OSError("cannot start")
 
-    client = jitpc.connect(server_id, spinup=spinup)
-    async with asyncio.timeout(HANG):
-        with pytest.raises(jitpc.ConnectError, match="spinup") as info:
-            await client.open()
-        assert isinstance(info.value.__cause__, OSError)
-        assert client.closed
-        with pytest.raises(jitpc.ConnectError):
-            await client.request("echo", 1)
-        with pytest.raises(jitpc.ConnectError):
-            client.notify("echo", 1)
+    client = jitpc.connect(jitpc_id, spinup=spinup)
+    with pytest.raises(jitpc.ConnectError, match="spinup") as info:
+        await client.open()
+    assert isinstance(info.value.__cause__, OSError)
+    assert client.closed
+    with pytest.raises(jitpc.ConnectError):
+        await client.request("echo", 1)
+    with pytest.raises(jitpc.ConnectError):
+        client.notify("echo", 1)
 
 
-async def test_spinup_that_waits_for_the_server(server_id: str) -> None:
+async def test_spinup_that_waits_for_the_server(jitpc_id: str) -> None:
     procs: list[asyncio.subprocess.Process] = []
 
     async def spinup() -> None:
         proc = await asyncio.create_subprocess_exec(
-            *peer_command("echo_server.py", server_id),
+            *peer_command("echo_server.py", jitpc_id),
             stdout=asyncio.subprocess.PIPE,
             env=python_env(),
         )
@@ -101,31 +102,29 @@ async def test_spinup_that_waits_for_the_server(server_id: str) -> None:
         assert await proc.stdout.readline() == b"listening\n"
 
     try:
-        async with asyncio.timeout(HANG):
-            async with jitpc.connect(server_id, spinup=spinup) as client:
-                assert await client.request("echo", "up") == "up"
+        async with jitpc.connect(jitpc_id, spinup=spinup) as client:
+            assert await client.request("echo", "up") == "up"
     finally:
         for proc in procs:
             await reap(proc)
     assert len(procs) == 1
 
 
-async def test_spinup_that_does_not_wait(server_id: str) -> None:
+async def test_spinup_that_does_not_wait(jitpc_id: str) -> None:
     procs: list[subprocess.Popen[bytes]] = []
 
     def spinup() -> None:
         procs.append(
             subprocess.Popen(
-                peer_command("echo_server.py", server_id),
+                peer_command("echo_server.py", jitpc_id),
                 stdout=subprocess.DEVNULL,
                 env=python_env(),
             )
         )
 
     try:
-        async with asyncio.timeout(HANG):
-            async with jitpc.connect(server_id, spinup=spinup) as client:
-                assert await client.request("echo", "up") == "up"
+        async with jitpc.connect(jitpc_id, spinup=spinup) as client:
+            assert await client.request("echo", "up") == "up"
     finally:
         for proc in procs:
             proc.kill()
@@ -133,79 +132,71 @@ async def test_spinup_that_does_not_wait(server_id: str) -> None:
     assert len(procs) == 1
 
 
-async def test_spinup_is_not_called_when_a_server_answers(server_id: str) -> None:
+async def test_spinup_is_not_called_when_a_server_answers(
+    jitpc_daemon: DaemonFactory, jitpc_id: str
+) -> None:
     def spinup() -> None:
         raise AssertionError("must not be called")
 
-    async with asyncio.timeout(HANG):
-        async with server_process(server_id), jitpc.connect(server_id, spinup=spinup) as c:
-            assert await c.request("echo", 1) == 1
+    await jitpc_daemon.start(echo_daemon(jitpc_id), env=python_env())
+    async with jitpc.connect(jitpc_id, spinup=spinup) as c:
+        assert await c.request("echo", 1) == 1
 
 
-async def test_concurrent_first_requests_share_one_connection(server_id: str) -> None:
+async def test_concurrent_first_requests_share_one_connection(jitpc_id: str) -> None:
     seen: list[jitpc.Client] = []
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=seen.append, spindown=False)
-        assert server is not None
-        server.on_client(serve)
-        async with server, jitpc.connect(server_id) as client:
-            results = await asyncio.gather(*(client.request("echo", i) for i in range(20)))
-            assert results == list(range(20))
-            assert len(seen) == 1
+    server = await jitpc.listen(jitpc_id, on_client=seen.append, spindown=False)
+    assert server is not None
+    server.on_client(serve)
+    async with server, jitpc.connect(jitpc_id) as client:
+        results = await asyncio.gather(*(client.request("echo", i) for i in range(20)))
+        assert results == list(range(20))
+        assert len(seen) == 1
 
 
-async def test_errors_come_back_as_remote_errors(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=serve, spindown=False)
-        assert server is not None
-        async with server, jitpc.connect(server_id) as client:
-            with pytest.raises(jitpc.RemoteError) as info:
-                await client.request("fail", {"code": "E_BOOM", "data": [1]})
-            assert type(info.value) is jitpc.RemoteError
-            assert (info.value.message, info.value.code, info.value.data) == (
-                "custom",
-                "E_BOOM",
-                [1],
-            )
-            with pytest.raises(jitpc.InvalidParams):
-                await client.request("fail", {"code": -32602})
-            with pytest.raises(jitpc.MethodNotFound, match="Unknown method: nope"):
-                await client.request("nope")
-            with pytest.raises(jitpc.InternalError, match="broken handler") as crash:
-                await client.request("crash")
-            assert crash.value.code == -32603
-            with pytest.raises(jitpc.InternalError, match="cannot be encoded"):
-                await client.request("unencodable")
-            # None of that hurt the connection.
-            assert await client.request("later", "still here") == "still here"
+async def test_errors_come_back_as_remote_errors(jitpc_client: ClientFactory) -> None:
+    client = await jitpc_client(on_client=serve, spindown=False)
+    with pytest.raises(jitpc.RemoteError) as info:
+        await client.request("fail", {"code": "E_BOOM", "data": [1]})
+    assert type(info.value) is jitpc.RemoteError
+    assert (info.value.message, info.value.code, info.value.data) == (
+        "custom",
+        "E_BOOM",
+        [1],
+    )
+    with pytest.raises(jitpc.InvalidParams):
+        await client.request("fail", {"code": -32602})
+    with pytest.raises(jitpc.MethodNotFound, match="Unknown method: nope"):
+        await client.request("nope")
+    with pytest.raises(jitpc.InternalError, match="broken handler") as crash:
+        await client.request("crash")
+    assert crash.value.code == -32603
+    with pytest.raises(jitpc.InternalError, match="cannot be encoded"):
+        await client.request("unencodable")
+    # None of that hurt the connection.
+    assert await client.request("later", "still here") == "still here"
 
 
 async def test_crashing_responder_is_logged(
-    server_id: str, caplog: pytest.LogCaptureFixture
+    jitpc_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=serve, spindown=False)
-        assert server is not None
-        async with server, jitpc.connect(server_id) as client:
-            with caplog.at_level(logging.ERROR, logger="jitpc"):
-                with pytest.raises(jitpc.InternalError):
-                    await client.request("crash")
+    client = await jitpc_client(on_client=serve, spindown=False)
+    with caplog.at_level(logging.ERROR, logger="jitpc"):
+        with pytest.raises(jitpc.InternalError):
+            await client.request("crash")
     assert any("broken handler" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
 
-async def test_unencodable_params_raise_locally(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=serve, spindown=False)
-        assert server is not None
-        async with server, jitpc.connect(server_id) as client:
-            with pytest.raises(TypeError):
-                await client.request("echo", {"x": object()})
-            with pytest.raises(TypeError):
-                client.notify("echo", {1, 2} | {object()})
-            assert await client.request("echo", 2) == 2
+async def test_unencodable_params_raise_locally(jitpc_client: ClientFactory) -> None:
+    client = await jitpc_client(on_client=serve, spindown=False)
+    with pytest.raises(TypeError):
+        await client.request("echo", {"x": object()})
+    with pytest.raises(TypeError):
+        client.notify("echo", {1, 2} | {object()})
+    assert await client.request("echo", 2) == 2
 
 
-async def test_notifications_arrive_in_order(server_id: str) -> None:
+async def test_notifications_arrive_in_order(jitpc_id: str) -> None:
     got: list[Any] = []
     all_in = asyncio.Event()
 
@@ -217,21 +208,22 @@ async def test_notifications_arrive_in_order(server_id: str) -> None:
 
         client.respond("note", note)
 
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
-        assert server is not None
-        async with server:
-            client = jitpc.connect(server_id)
-            client.notify("note", 1)  # before the connection exists
-            client.notify("note", 2)
-            client.notify("unknown-notification", 0)
-            client.notify("note", 3)
-            await all_in.wait()
-            assert got == [1, 2, 3]
-            await client.end()
+    server = await jitpc.listen(jitpc_id, on_client=on_client, spindown=False)
+    assert server is not None
+    async with server:
+        client = jitpc.connect(jitpc_id)
+        client.notify("note", 1)  # before the connection exists
+        client.notify("note", 2)
+        client.notify("unknown-notification", 0)
+        client.notify("note", 3)
+        await all_in.wait()
+        assert got == [1, 2, 3]
+        await client.end()
 
 
-async def test_messages_of_one_turn_keep_their_order_across_writes(server_id: str) -> None:
+async def test_messages_of_one_turn_keep_their_order_across_writes(
+    jitpc_client: ClientFactory,
+) -> None:
     # Many messages made in one loop turn go out in several writes (WRITE_BATCH in _client),
     # from both ends: the order must hold across them, requests and notifications mixed.
     seen: list[Any] = []
@@ -246,29 +238,25 @@ async def test_messages_of_one_turn_keep_their_order_across_writes(server_id: st
 
         client.respond("get", get)
 
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
-        assert server is not None
-        async with server, jitpc.connect(server_id) as client:
-            await client.open()
-            back: list[Any] = []
-            client.respond("back", back.append)
+    client = await jitpc_client(on_client=on_client, spindown=False)
+    back: list[Any] = []
+    client.respond("back", back.append)
 
-            async def note(i: int) -> None:
-                client.notify("note", i)
+    async def note(i: int) -> None:
+        client.notify("note", i)
 
-            # gather starts these in order, all in one turn.
-            calls = [client.request("get", i) if i % 3 == 0 else note(i) for i in range(100)]
-            results = [r for r in await asyncio.gather(*calls) if r is not None]
-            assert seen == list(range(100))
-            # Each answer saw exactly what came before its request, in order.
-            assert [r[-1] for r in results] == list(range(0, 100, 3))
-            assert all(r == list(range(r[-1] + 1)) for r in results)
-            await client.request("get", "last")  # the notifications sent back came first
-            assert back == [*range(0, 100, 3), "last"]
+    # gather starts these in order, all in one turn.
+    calls = [client.request("get", i) if i % 3 == 0 else note(i) for i in range(100)]
+    results = [r for r in await asyncio.gather(*calls) if r is not None]
+    assert seen == list(range(100))
+    # Each answer saw exactly what came before its request, in order.
+    assert [r[-1] for r in results] == list(range(0, 100, 3))
+    assert all(r == list(range(r[-1] + 1)) for r in results)
+    await client.request("get", "last")  # the notifications sent back came first
+    assert back == [*range(0, 100, 3), "last"]
 
 
-async def test_end_waits_for_requests_in_flight(server_id: str) -> None:
+async def test_end_waits_for_requests_in_flight(jitpc_id: str) -> None:
     release = asyncio.Event()
     entered = asyncio.Event()
 
@@ -280,71 +268,67 @@ async def test_end_waits_for_requests_in_flight(server_id: str) -> None:
 
         client.respond("gate", gate)
 
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
-        assert server is not None
-        async with server:
-            client = jitpc.connect(server_id)
-            pending = asyncio.ensure_future(client.request("gate", "done"))
-            await entered.wait()
-            ending = asyncio.ensure_future(client.end())
-            await asyncio.sleep(0)  # one loop turn: end() starts (ready callbacks run in order)
-            with pytest.raises(jitpc.ClosedError, match="ending"):
-                await client.request("gate", "too late")
-            assert not ending.done()
-            release.set()
-            assert await pending == "done"
-            await ending
-            assert client.closed
+    server = await jitpc.listen(jitpc_id, on_client=on_client, spindown=False)
+    assert server is not None
+    async with server:
+        client = jitpc.connect(jitpc_id)
+        pending = asyncio.ensure_future(client.request("gate", "done"))
+        await entered.wait()
+        ending = asyncio.ensure_future(client.end())
+        await asyncio.sleep(0)  # one loop turn: end() starts (ready callbacks run in order)
+        with pytest.raises(jitpc.ClosedError, match="ending"):
+            await client.request("gate", "too late")
+        assert not ending.done()
+        release.set()
+        assert await pending == "done"
+        await ending
+        assert client.closed
 
 
-async def test_destroy_fails_pending_requests(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        async with server_process(server_id):
-            client = jitpc.connect(server_id)
-            await client.open()
-            pending = asyncio.ensure_future(client.request("sleep", 3600))
-            await asyncio.sleep(0)
-            reason = RuntimeError("shutting down")
-            client.destroy(reason)
-            with pytest.raises(jitpc.ClosedError) as info:
-                await pending
-            assert info.value.__cause__ is reason
-            with pytest.raises(jitpc.ClosedError):
-                await client.request("echo", 1)
-            with pytest.raises(jitpc.ClosedError):
-                client.notify("echo", 1)
-            client.destroy()  # idempotent
-            await client.wait_closed()
-            await client.end()
+async def test_destroy_fails_pending_requests(jitpc_daemon: DaemonFactory, jitpc_id: str) -> None:
+    await jitpc_daemon.start(echo_daemon(jitpc_id), env=python_env())
+    client = jitpc.connect(jitpc_id)
+    await client.open()
+    pending = asyncio.ensure_future(client.request("sleep", 3600))
+    await asyncio.sleep(0)
+    reason = RuntimeError("shutting down")
+    client.destroy(reason)
+    with pytest.raises(jitpc.ClosedError) as info:
+        await pending
+    assert info.value.__cause__ is reason
+    with pytest.raises(jitpc.ClosedError):
+        await client.request("echo", 1)
+    with pytest.raises(jitpc.ClosedError):
+        client.notify("echo", 1)
+    client.destroy()  # idempotent
+    await client.wait_closed()
+    await client.end()
 
 
-async def test_cancelled_request_leaves_the_client_usable(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        async with server_process(server_id), jitpc.connect(server_id) as client:
-            slow = asyncio.ensure_future(client.request("sleep", 0.05))
-            assert await client.request("echo", 0) == 0
-            slow.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await slow
-            # The late response to the cancelled request is discarded, not misdelivered.
-            assert await client.request("sleep", 0.1) == 0.1
-            assert await client.request("echo", 1) == 1
+async def test_cancelled_request_leaves_the_client_usable(
+    jitpc_daemon: DaemonFactory, jitpc_id: str
+) -> None:
+    await jitpc_daemon.start(echo_daemon(jitpc_id), env=python_env())
+    async with jitpc.connect(jitpc_id) as client:
+        slow = asyncio.ensure_future(client.request("sleep", 0.05))
+        assert await client.request("echo", 0) == 0
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # The late response to the cancelled request is discarded, not misdelivered.
+        assert await client.request("sleep", 0.1) == 0.1
+        assert await client.request("echo", 1) == 1
 
 
-async def test_unrespond(server_id: str) -> None:
+async def test_unrespond(jitpc_client: ClientFactory) -> None:
     served: asyncio.Queue[jitpc.Client] = asyncio.Queue()
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=served.put_nowait, spindown=False)
-        assert server is not None
-        async with server, jitpc.connect(server_id) as client:
-            client.respond("hello", lambda _: "hi")
-            await client.open()
-            peer = await served.get()
-            assert await peer.request("hello") == "hi"
-            client.unrespond("hello")
-            with pytest.raises(jitpc.MethodNotFound):
-                await peer.request("hello")
+    client = await jitpc_client(on_client=served.put_nowait, spindown=False)
+    client.respond("hello", lambda _: "hi")
+    peer = await served.get()
+    assert await peer.request("hello") == "hi"
+    client.unrespond("hello")
+    with pytest.raises(jitpc.MethodNotFound):
+        await peer.request("hello")
 
 
 async def test_too_long_id_is_a_clear_error() -> None:
@@ -372,7 +356,7 @@ print("exited")
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_idle_client_and_server_never_keep_the_program_alive(
-    server_id: str, loop: str, jitpc_tmpdir: Path
+    jitpc_id: str, loop: str, jitpc_tmpdir: Path
 ) -> None:
     if loop == "uvloop":
         pytest.importorskip("uvloop")
@@ -380,7 +364,7 @@ def test_idle_client_and_server_never_keep_the_program_alive(
     if loop == "uvloop":
         code = code.replace("asyncio.run(main())", "import uvloop; uvloop.run(main())")
     proc = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", code, server_id],
+        [sys.executable, "-X", "dev", "-W", "error", "-c", code, jitpc_id],
         capture_output=True,
         text=True,
         env=python_env(PYTHONASYNCIODEBUG="1"),
@@ -388,31 +372,26 @@ def test_idle_client_and_server_never_keep_the_program_alive(
         cwd=ROOT,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "exited\n", "")
-    assert not (jitpc_tmpdir / f"{server_id}.sock").exists()
+    assert not (jitpc_tmpdir / f"{jitpc_id}.sock").exists()
 
 
 async def test_oversized_message_closes_the_connection_with_a_protocol_error(
-    server_id: str,
+    jitpc_client: ClientFactory,
 ) -> None:
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=serve, spindown=False)
-        assert server is not None
-        async with server:
-            client = jitpc.connect(server_id, max_message_bytes=100)
-            with pytest.raises(jitpc.ClosedError) as info:
-                await client.request("echo", "x" * 200)
-            assert isinstance(info.value.__cause__, jitpc.ProtocolError)
-            assert client.closed
-            # The server is unaffected.
-            async with jitpc.connect(server_id) as other:
-                assert await other.request("echo", 1) == 1
+    client = await jitpc_client(on_client=serve, spindown=False, connect={"max_message_bytes": 100})
+    with pytest.raises(jitpc.ClosedError) as info:
+        await client.request("echo", "x" * 200)
+    assert isinstance(info.value.__cause__, jitpc.ProtocolError)
+    assert client.closed
+    # The server is unaffected.
+    other = await jitpc_client.connect(client.server_id)
+    assert await other.request("echo", 1) == 1
 
 
-async def test_a_file_at_the_socket_path_fails_at_once(server_id: str, jitpc_tmpdir: Path) -> None:
-    (jitpc_tmpdir / f"{server_id}.sock").write_text("not a socket")
+async def test_a_file_at_the_socket_path_fails_at_once(jitpc_id: str, jitpc_tmpdir: Path) -> None:
+    (jitpc_tmpdir / f"{jitpc_id}.sock").write_text("not a socket")
     calls: list[str] = []
-    async with asyncio.timeout(HANG):
-        client = jitpc.connect(server_id, spinup=lambda: calls.append("spinup"))
-        with pytest.raises(jitpc.ConnectError, match="not a socket"):
-            await client.open()
+    client = jitpc.connect(jitpc_id, spinup=lambda: calls.append("spinup"))
+    with pytest.raises(jitpc.ConnectError, match="not a socket"):
+        await client.open()
     assert calls == []  # no server could ever answer there: no spinup, no back-off

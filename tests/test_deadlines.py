@@ -26,6 +26,8 @@ from ledger import Child, Children, children
 from rawpeer import raw_peer
 from support import HANG, peer_command
 
+pytestmark = pytest.mark.anyio
+
 #: The timeout given to requests meant to time out: each test waits it out.
 SHORT = 0.5
 
@@ -48,9 +50,9 @@ def starts(prefix: str) -> Callable[[str], bool]:
     return lambda line: line.startswith(prefix)
 
 
-async def deadline_server(kids: Children, server_id: str, *options: str) -> Child:
+async def deadline_server(kids: Children, jitpc_id: str, *options: str) -> Child:
     """Start ``peers/deadline_server.py`` and wait until it listens."""
-    child = await kids.spawn(peer_command("deadline_server.py", server_id, *options))
+    child = await kids.spawn(peer_command("deadline_server.py", jitpc_id, *options))
     await child.line(starts("listening "))
     return child
 
@@ -69,13 +71,13 @@ async def stopped(pid: int) -> None:
 
 
 async def test_timed_out_request_and_call_are_cancelled_on_the_server(
-    server_id: str, caplog: pytest.LogCaptureFixture
+    jitpc_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """TimeoutError for both; each handler is cancelled exactly once (the server's own record,
     read by a later request on the same client, which still works)."""
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await deadline_server(kids, server_id)
-        async with jitpc.connect(server_id) as client:
+    async with children() as kids:
+        server = await deadline_server(kids, jitpc_id)
+        async with jitpc.connect(jitpc_id) as client:
             await client.open()  # so that the timeouts below bound the requests alone
             with caplog.at_level(logging.WARNING, logger="jitpc"):
                 with pytest.raises(TimeoutError):
@@ -93,10 +95,10 @@ async def test_timed_out_request_and_call_are_cancelled_on_the_server(
         no_tracebacks(server)
 
 
-async def test_a_late_answer_to_a_timed_out_request_is_discarded(server_id: str) -> None:
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await deadline_server(kids, server_id)
-        async with jitpc.connect(server_id) as client:
+async def test_a_late_answer_to_a_timed_out_request_is_discarded(jitpc_id: str) -> None:
+    async with children() as kids:
+        server = await deadline_server(kids, jitpc_id)
+        async with jitpc.connect(jitpc_id) as client:
             await client.open()
             with pytest.raises(TimeoutError):
                 await client.request("late", {"token": "t"}, timeout=SHORT)
@@ -106,12 +108,12 @@ async def test_a_late_answer_to_a_timed_out_request_is_discarded(server_id: str)
         no_tracebacks(server)
 
 
-async def test_leaving_async_with_right_after_a_timed_out_call(server_id: str) -> None:
+async def test_leaving_async_with_right_after_a_timed_out_call(jitpc_id: str) -> None:
     # The handler never answers, even when cancelled (as a Node server, which ignores the
     # cancel): leaving the block must not wait for an answer to a request given up.
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await deadline_server(kids, server_id)
-        async with jitpc.connect(server_id) as client:
+    async with children() as kids:
+        server = await deadline_server(kids, jitpc_id)
+        async with jitpc.connect(jitpc_id) as client:
             with pytest.raises(TimeoutError):
                 await client.call(Deaf(token="d"), timeout=SHORT)
         assert client.closed
@@ -121,7 +123,7 @@ async def test_leaving_async_with_right_after_a_timed_out_call(server_id: str) -
         await server.line("ignored d")
 
 
-async def test_a_request_cancelled_in_the_read_that_brought_it(server_id: str) -> None:
+async def test_a_request_cancelled_in_the_read_that_brought_it(jitpc_id: str) -> None:
     """The cancel comes in the same read as its request, before the handler's task has run:
     the request is answered -32800 once, and its handler's coroutine is not left un-awaited
     (no "coroutine ... was never awaited" RuntimeWarning)."""
@@ -138,27 +140,26 @@ async def test_a_request_cancelled_in_the_read_that_brought_it(server_id: str) -
     echo = {"jsonrpc": "2.0", "id": 2, "method": "echo", "params": "after"}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        async with asyncio.timeout(HANG):
-            server = await jitpc.listen(server_id, on_client=serve, spindown=False)
-            assert server is not None
-            async with server, raw_peer(server_id) as peer:
-                await peer.send(b"".join(json.dumps(m).encode() + b"\n" for m in (request, cancel)))
-                reply = await peer.read_reply()
-                assert (reply["id"], reply["error"]["code"]) == (1, -32800), reply
-                await peer.send(json.dumps(echo).encode() + b"\n")
-                assert await peer.read_reply() == {"jsonrpc": "2.0", "id": 2, "result": "after"}
+        server = await jitpc.listen(jitpc_id, on_client=serve, spindown=False)
+        assert server is not None
+        async with server, raw_peer(jitpc_id) as peer:
+            await peer.send(b"".join(json.dumps(m).encode() + b"\n" for m in (request, cancel)))
+            reply = await peer.read_reply()
+            assert (reply["id"], reply["error"]["code"]) == (1, -32800), reply
+            await peer.send(json.dumps(echo).encode() + b"\n")
+            assert await peer.read_reply() == {"jsonrpc": "2.0", "id": 2, "result": "after"}
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
 
 
 @needs_waitid
-async def test_end_against_a_stopped_server(server_id: str) -> None:
+async def test_end_against_a_stopped_server(jitpc_id: str) -> None:
     """A SIGSTOPped server answers nothing: end() does not wait for a request given up, and
     end(timeout=) destroys a connection whose awaited request never comes back."""
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await deadline_server(kids, server_id)
-        waiting = jitpc.connect(server_id)
-        gave_up = jitpc.connect(server_id)
+    async with children() as kids:
+        server = await deadline_server(kids, jitpc_id)
+        waiting = jitpc.connect(jitpc_id)
+        gave_up = jitpc.connect(jitpc_id)
         await gave_up.open()
         pending = asyncio.ensure_future(waiting.request("forever", {"token": "p"}))
         await server.line("waiting p")
@@ -180,7 +181,7 @@ async def test_end_against_a_stopped_server(server_id: str) -> None:
             server.signal(signal.SIGCONT)
         # Woken, the server finds the connection gone and cancels the handler it had running.
         await server.line("cancelled p")
-        async with jitpc.connect(server_id) as fresh:
+        async with jitpc.connect(jitpc_id) as fresh:
             assert await fresh.request("rpc.ping") == {}
         no_tracebacks(server)
 
@@ -189,23 +190,23 @@ async def test_end_against_a_stopped_server(server_id: str) -> None:
 
 
 async def test_connect_timeout_reaches_a_server_that_starts_after_the_default_schedule(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     # The server starts listening only once a client with the default connect_timeout has
     # given up: past Node's whole schedule. A client with connect_timeout=15 still gets it.
-    async with asyncio.timeout(HANG), children() as kids:
+    async with children() as kids:
         gated: list[Child] = []
         spun = asyncio.Event()
 
         async def spinup() -> None:
-            child = await kids.spawn(peer_command("deadline_server.py", server_id, "--gate"))
+            child = await kids.spawn(peer_command("deadline_server.py", jitpc_id, "--gate"))
             gated.append(child)
             await child.line("ready")
             spun.set()
 
-        patient = jitpc.connect(server_id, spinup=spinup, connect_timeout=15)
+        patient = jitpc.connect(jitpc_id, spinup=spinup, connect_timeout=15)
         opening = asyncio.ensure_future(patient.open())
-        default = jitpc.connect(server_id)
+        default = jitpc.connect(jitpc_id)
         with pytest.raises(jitpc.ConnectError, match="tries"):
             await default.open()
         await spun.wait()
@@ -218,27 +219,25 @@ async def test_connect_timeout_reaches_a_server_that_starts_after_the_default_sc
         assert len(gated) == 1
 
 
-async def test_connect_timeout_zero_tries_once_without_spinup(server_id: str) -> None:
+async def test_connect_timeout_zero_tries_once_without_spinup(jitpc_id: str) -> None:
     calls: list[str] = []
-    client = jitpc.connect(server_id, spinup=lambda: calls.append("spinup"), connect_timeout=0)
-    async with asyncio.timeout(HANG):
-        with pytest.raises(jitpc.ConnectError, match=r"after 1 try ") as info:
-            await client.request("echo", 1)
+    client = jitpc.connect(jitpc_id, spinup=lambda: calls.append("spinup"), connect_timeout=0)
+    with pytest.raises(jitpc.ConnectError, match=r"after 1 try ") as info:
+        await client.request("echo", 1)
     assert isinstance(info.value.__cause__, FileNotFoundError)
     assert calls == []
 
     # With a server there, the one try is enough.
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(
-            server_id, on_client=lambda c: c.respond("echo", lambda p: p), spindown=False
-        )
-        assert server is not None
-        async with server, jitpc.connect(server_id, connect_timeout=0) as client:
-            assert await client.request("echo", 2) == 2
+    server = await jitpc.listen(
+        jitpc_id, on_client=lambda c: c.respond("echo", lambda p: p), spindown=False
+    )
+    assert server is not None
+    async with server, jitpc.connect(jitpc_id, connect_timeout=0) as client:
+        assert await client.request("echo", 2) == 2
 
 
 async def test_async_spinup_hook_that_never_returns_is_cancelled_at_the_deadline(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     cancelled = asyncio.Event()
 
@@ -249,17 +248,16 @@ async def test_async_spinup_hook_that_never_returns_is_cancelled_at_the_deadline
             cancelled.set()
             raise
 
-    client = jitpc.connect(server_id, spinup=spinup, connect_timeout=SHORT)
-    async with asyncio.timeout(HANG):
-        with pytest.raises(jitpc.ConnectError, match="did not return within connect_timeout") as e:
-            await client.open()
+    client = jitpc.connect(jitpc_id, spinup=spinup, connect_timeout=SHORT)
+    with pytest.raises(jitpc.ConnectError, match="did not return within connect_timeout") as e:
+        await client.open()
     assert isinstance(e.value.__cause__, TimeoutError)
     assert cancelled.is_set()
     assert client.closed
 
 
 async def test_blocking_sync_spinup_hook_does_not_hold_connect_past_the_deadline(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     release = threading.Event()
     returned = threading.Event()
@@ -268,13 +266,10 @@ async def test_blocking_sync_spinup_hook_does_not_hold_connect_past_the_deadline
         release.wait(HANG)
         returned.set()
 
-    client = jitpc.connect(server_id, spinup=spinup, connect_timeout=SHORT)
+    client = jitpc.connect(jitpc_id, spinup=spinup, connect_timeout=SHORT)
     try:
-        async with asyncio.timeout(HANG):
-            with pytest.raises(
-                jitpc.ConnectError, match="did not return within connect_timeout"
-            ) as e:
-                await client.open()
+        with pytest.raises(jitpc.ConnectError, match="did not return within connect_timeout") as e:
+            await client.open()
         assert isinstance(e.value.__cause__, TimeoutError)
         assert not returned.is_set()  # it was still blocked when connect gave up
         assert client.closed
@@ -305,10 +300,10 @@ class Blocker:
         self._release.set()
 
 
-async def blocking_server(server_id: str, blocker: Blocker, how: str) -> jitpc.Server:
+async def blocking_server(jitpc_id: str, blocker: Blocker, how: str) -> jitpc.Server:
     """A server whose ``block`` blocks in a worker thread (typed, or with respond), and whose
     ``echo`` answers on the loop."""
-    server = await jitpc.listen(server_id, spindown=False)
+    server = await jitpc.listen(jitpc_id, spindown=False)
     assert server is not None
 
     @server.on_client
@@ -327,41 +322,37 @@ async def blocking_server(server_id: str, blocker: Blocker, how: str) -> jitpc.S
 
 
 @pytest.mark.parametrize("how", ["typed", "respond"])
-async def test_a_blocking_thread_handler_does_not_stop_the_server(server_id: str, how: str) -> None:
-    async with asyncio.timeout(HANG):
-        blocker = Blocker()
-        server = await blocking_server(server_id, blocker, how)
-        async with server, jitpc.connect(server_id) as client, jitpc.connect(server_id) as other:
-            try:
-                blocked = asyncio.ensure_future(client.call(Block(token="b")))
-                await blocker.entered.wait()
-                # The handler holds its thread, not the loop: both clients are answered.
-                assert await client.request("rpc.ping") == {}
-                assert await client.request("echo", "same client") == "same client"
-                assert await other.request("rpc.ping") == {}
-                assert await other.request("echo", "other client") == "other client"
-                assert not blocked.done()
-            finally:
-                blocker.release()  # never leave a worker thread blocked
-            assert await blocked == "b"
+async def test_a_blocking_thread_handler_does_not_stop_the_server(jitpc_id: str, how: str) -> None:
+    blocker = Blocker()
+    server = await blocking_server(jitpc_id, blocker, how)
+    async with server, jitpc.connect(jitpc_id) as client, jitpc.connect(jitpc_id) as other:
+        try:
+            blocked = asyncio.ensure_future(client.call(Block(token="b")))
+            await blocker.entered.wait()
+            # The handler holds its thread, not the loop: both clients are answered.
+            assert await client.request("rpc.ping") == {}
+            assert await client.request("echo", "same client") == "same client"
+            assert await other.request("rpc.ping") == {}
+            assert await other.request("echo", "other client") == "other client"
+            assert not blocked.done()
+        finally:
+            blocker.release()  # never leave a worker thread blocked
+        assert await blocked == "b"
 
 
-async def test_rpc_status_while_a_thread_handler_is_busy(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        blocker = Blocker()
-        server = await blocking_server(server_id, blocker, "typed")
-        async with server, jitpc.connect(server_id) as busy, jitpc.connect(server_id) as probe:
-            try:
-                blocked = asyncio.ensure_future(busy.call(Block(token="b")))
-                await blocker.entered.wait()
-                status: dict[str, Any] = await probe.request("rpc.status")
-            finally:
-                blocker.release()
-            assert status["id"] == server_id
-            assert status["pid"] == os.getpid()
-            assert status["clients"] == 2
-            assert status["in_flight"] >= 1
-            assert {"block", "echo", "rpc.ping", "rpc.status", "rpc.discover"} <= set(
-                status["methods"]
-            )
-            assert await blocked == "b"
+async def test_rpc_status_while_a_thread_handler_is_busy(jitpc_id: str) -> None:
+    blocker = Blocker()
+    server = await blocking_server(jitpc_id, blocker, "typed")
+    async with server, jitpc.connect(jitpc_id) as busy, jitpc.connect(jitpc_id) as probe:
+        try:
+            blocked = asyncio.ensure_future(busy.call(Block(token="b")))
+            await blocker.entered.wait()
+            status: dict[str, Any] = await probe.request("rpc.status")
+        finally:
+            blocker.release()
+        assert status["id"] == jitpc_id
+        assert status["pid"] == os.getpid()
+        assert status["clients"] == 2
+        assert status["in_flight"] >= 1
+        assert {"block", "echo", "rpc.ping", "rpc.status", "rpc.discover"} <= set(status["methods"])
+        assert await blocked == "b"

@@ -8,6 +8,8 @@ import pytest
 
 import jitpc
 
+pytestmark = pytest.mark.anyio
+
 PUBLIC = {
     "connect",
     "listen",
@@ -47,10 +49,10 @@ def test_public_names_resolve_and_live_in_jitpc(name: str) -> None:
     assert obj.__doc__
 
 
-def test_modules_are_private_but_sync_and_the_mypy_plugin() -> None:
+def test_modules_are_private_but_sync_the_mypy_plugin_and_the_pytest_plugin() -> None:
     import pkgutil
 
-    public = {"mypy", "sync"}
+    public = {"mypy", "sync", "testing"}
     names = [m.name for m in pkgutil.iter_modules(jitpc.__path__) if m.name not in public]
     assert names and all(n.startswith("_") for n in names), names
 
@@ -152,13 +154,13 @@ def test_an_asyncio_program_loads_everything_at_import() -> None:
     assert out.split() == ["True"]
 
 
-async def test_an_untyped_one_shot_never_imports_pydantic(server_id: str) -> None:
+async def test_an_untyped_one_shot_never_imports_pydantic(jitpc_id: str) -> None:
     # The commonest use: a short command asking the daemon one thing, untyped (the CLI, the
     # sync facade): pydantic's import is most of a one-shot's time, and it needs none of it.
     import asyncio
     import sys
 
-    server = await jitpc.listen(server_id, spindown=False)
+    server = await jitpc.listen(jitpc_id, spindown=False)
     assert server is not None
     server.on_client(lambda client: client.respond("echo", lambda params: params))
     code = (
@@ -168,7 +170,7 @@ async def test_an_untyped_one_shot_never_imports_pydantic(server_id: str) -> Non
         "print('pydantic' in sys.modules)\n"
     )
     async with server:
-        for argv in (["-c", code, server_id], ["-m", "jitpc", "call", server_id, "echo", "[1]"]):
+        for argv in (["-c", code, jitpc_id], ["-m", "jitpc", "call", jitpc_id, "echo", "[1]"]):
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-X", "importtime", *argv, stdout=-1, stderr=-1
             )

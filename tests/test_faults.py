@@ -31,9 +31,12 @@ from chaos import ChaosProxy, Mode
 from ledger import Child, Children, Ledger, LogEvent, children, figure
 from support import HANG, peer_command, python_env
 
-pytestmark = pytest.mark.skipif(
-    sys.platform != "linux", reason="the fault tests use Linux's /proc, OFD locks and signals"
-)
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(
+        sys.platform != "linux", reason="the fault tests use Linux's /proc, OFD locks and signals"
+    ),
+]
 
 
 @pytest.fixture
@@ -41,12 +44,12 @@ def ledger(jitpc_tmpdir: Path) -> Ledger:
     return Ledger(jitpc_tmpdir / "executions.log")
 
 
-def socket_path(server_id: str) -> str:
-    return os.path.join(os.environ["TMPDIR"], f"{server_id}.sock")
+def socket_path(jitpc_id: str) -> str:
+    return os.path.join(os.environ["TMPDIR"], f"{jitpc_id}.sock")
 
 
-def lock_path(server_id: str) -> str:
-    return os.path.join(os.environ["TMPDIR"], f"{server_id}.lock")
+def lock_path(jitpc_id: str) -> str:
+    return os.path.join(os.environ["TMPDIR"], f"{jitpc_id}.lock")
 
 
 def starts(prefix: str) -> Callable[[str], bool]:
@@ -89,14 +92,14 @@ def no_tracebacks(child: Child) -> None:
 # -- F1 ------------------------------------------------------------------------------------------
 
 
-async def test_f1_client_killed_mid_request(server_id: str, ledger: Ledger) -> None:
+async def test_f1_client_killed_mid_request(jitpc_id: str, ledger: Ledger) -> None:
     """A client killed with half a line written, with a whole request written (and executing),
     and with a large reply it never reads: the server stays up, frees and reuses the client's
     id, and a client connected all along gets every answer, including one in flight."""
-    path = socket_path(server_id)
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await kids.server(server_id, ledger.log)
-        bystander = jitpc.connect(server_id)
+    path = socket_path(jitpc_id)
+    async with children() as kids:
+        server = await kids.server(jitpc_id, ledger.log)
+        bystander = jitpc.connect(jitpc_id)
         assert (await ledger.request(bystander, "run", group="bystander"))[0] == "result"
         await server.line("joined 0")
         in_flight = asyncio.ensure_future(ledger.request(bystander, "hold", group="bystander"))
@@ -124,7 +127,7 @@ async def test_f1_client_killed_mid_request(server_id: str, ledger: Ledger) -> N
                 await bystander.request("release", {"token": token})
             await server.line("gone 1")
             # The dead client's id is free again, and goes to the next client.
-            async with jitpc.connect(server_id) as fresh:
+            async with jitpc.connect(jitpc_id) as fresh:
                 assert await fresh.request("whoami") == 1, case
                 assert (await ledger.request(fresh, "run", group="fresh"))[0] == "result"
             await server.line("joined 1")
@@ -146,14 +149,14 @@ async def test_f1_client_killed_mid_request(server_id: str, ledger: Ledger) -> N
 # -- F2 ------------------------------------------------------------------------------------------
 
 
-async def test_f2_server_killed_mid_response(server_id: str, ledger: Ledger) -> None:
+async def test_f2_server_killed_mid_response(jitpc_id: str, ledger: Ledger) -> None:
     """A server killed with half a reply line on the wire: every pending request fails with
     ClosedError at once (no hang), the half line is dropped, and the next request spins up a new
     server that takes over the stale socket."""
-    sock = socket_path(server_id)
-    async with asyncio.timeout(HANG), children() as kids:
-        first = await kids.server(server_id, ledger.log)
-        client = jitpc.connect(server_id)
+    sock = socket_path(jitpc_id)
+    async with children() as kids:
+        first = await kids.server(jitpc_id, ledger.log)
+        client = jitpc.connect(jitpc_id)
         assert (await ledger.request(client, "run", group="before"))[0] == "result"
         pending = [
             asyncio.ensure_future(ledger.request(client, "hold", group="pending")) for _ in range(3)
@@ -174,9 +177,9 @@ async def test_f2_server_killed_mid_response(server_id: str, ledger: Ledger) -> 
         spun: list[Child] = []
 
         async def spinup() -> None:
-            spun.append(await kids.server(server_id, ledger.log))
+            spun.append(await kids.server(jitpc_id, ledger.log))
 
-        async with jitpc.connect(server_id, spinup=spinup) as fresh:
+        async with jitpc.connect(jitpc_id, spinup=spinup) as fresh:
             kind, result = await ledger.request(fresh, "run", group="after")
         assert kind == "result" and len(spun) == 1
         assert result["pid"] == spun[0].pid != first.pid
@@ -195,28 +198,28 @@ async def test_f2_server_killed_mid_response(server_id: str, ledger: Ledger) -> 
 
 
 async def test_f3_stopped_server_is_not_replaced_and_answers_after_continue(
-    server_id: str, ledger: Ledger
+    jitpc_id: str, ledger: Ledger
 ) -> None:
     """SIGSTOP: the id stays taken (listen gives None, a second server process says busy),
     nothing is answered; after SIGCONT every request, from an old and a new connection, is
     answered once by the same server."""
-    sock = socket_path(server_id)
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await kids.server(server_id, ledger.log)
-        early = jitpc.connect(server_id)
+    sock = socket_path(jitpc_id)
+    async with children() as kids:
+        server = await kids.server(jitpc_id, ledger.log)
+        early = jitpc.connect(jitpc_id)
         assert (await ledger.request(early, "run", group="early"))[0] == "result"
         inode = os.lstat(sock).st_ino
         server.signal(signal.SIGSTOP)
         try:
             await stopped(server.pid)
-            late = jitpc.connect(server_id)
+            late = jitpc.connect(jitpc_id)
             waiting = [
                 asyncio.ensure_future(ledger.request(c, "run", group=g))
                 for c, g in [(early, "early"), (late, "late")] * 16
             ]
-            assert await jitpc.listen(server_id) is None
+            assert await jitpc.listen(jitpc_id) is None
             second = await kids.spawn(
-                peer_command("ledger_server.py", server_id, "--log", ledger.log)
+                peer_command("ledger_server.py", jitpc_id, "--log", ledger.log)
             )
             assert await second.line(verdict) == "busy"
             assert await second.wait() == 0
@@ -237,21 +240,21 @@ async def test_f3_stopped_server_is_not_replaced_and_answers_after_continue(
 FLOOD = 250_000
 
 
-async def test_f4_client_that_never_reads(server_id: str, ledger: Ledger) -> None:
+async def test_f4_client_that_never_reads(jitpc_id: str, ledger: Ledger) -> None:
     """A raw client writes 250,000 requests and never reads a reply. Another client is answered
     all along. The server's memory is reported (no threshold): before, at its peak, and after
     the flooder goes; and whether the server read the whole flood or stopped reading it."""
     loop = asyncio.get_running_loop()
     lines = b"".join(b'{"jsonrpc":"2.0","method":"nop","id":%d}\n' % i for i in range(1, FLOOD + 1))
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await kids.server(server_id, ledger.log)
-        bystander = jitpc.connect(server_id)
+    async with children() as kids:
+        server = await kids.server(jitpc_id, ledger.log)
+        bystander = jitpc.connect(jitpc_id)
         assert (await ledger.request(bystander, "run", group="bystander"))[0] == "result"
         rss_before = server.rss_kib()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await loop.sock_connect(sock, socket_path(server_id))
+            await loop.sock_connect(sock, socket_path(jitpc_id))
 
             async def flood() -> None:
                 for start in range(0, len(lines), 1 << 16):
@@ -304,13 +307,13 @@ async def test_f4_client_that_never_reads(server_id: str, ledger: Ledger) -> Non
 # -- F5 ------------------------------------------------------------------------------------------
 
 
-async def test_f5_half_close_after_requests(server_id: str, ledger: Ledger) -> None:
+async def test_f5_half_close_after_requests(jitpc_id: str, ledger: Ledger) -> None:
     """A client writes N requests (sync and async handlers) and half-closes: all N answered,
     then end of stream."""
     count = 200
-    async with asyncio.timeout(HANG), children() as kids:
-        await kids.server(server_id, ledger.log)
-        reader, writer = await asyncio.open_unix_connection(socket_path(server_id))
+    async with children() as kids:
+        await kids.server(jitpc_id, ledger.log)
+        reader, writer = await asyncio.open_unix_connection(socket_path(jitpc_id))
         try:
             tokens = [ledger.issue("half-close") for _ in range(count)]
             for i, token in enumerate(tokens):
@@ -333,24 +336,24 @@ async def test_f5_half_close_after_requests(server_id: str, ledger: Ledger) -> N
 # -- F7 ------------------------------------------------------------------------------------------
 
 
-async def test_f7_file_descriptor_exhaustion(server_id: str, ledger: Ledger) -> None:
+async def test_f7_file_descriptor_exhaustion(jitpc_id: str, ledger: Ledger) -> None:
     """A server limited to 64 descriptors gets 200 clients at once: it survives, a client
     connected before is answered, and it serves normally once they are gone. What happens to
     the clients beyond the limit is reported."""
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await kids.server(server_id, ledger.log, "--nofile", 64)
-        bystander = jitpc.connect(server_id)
+    async with children() as kids:
+        server = await kids.server(jitpc_id, ledger.log, "--nofile", 64)
+        bystander = jitpc.connect(jitpc_id)
         assert (await ledger.request(bystander, "run", group="bystander"))[0] == "result"
 
         async def one() -> str:
-            async with jitpc.connect(server_id) as client:
+            async with jitpc.connect(jitpc_id) as client:
                 kind, _ = await ledger.request(client, "run", group="crowd")
             return kind
 
         crowd = [asyncio.ensure_future(one()) for _ in range(200)]
         assert (await ledger.request(bystander, "run", group="bystander"))[0] == "result"
         outcomes = Counter(await asyncio.gather(*crowd))
-        async with jitpc.connect(server_id) as after:
+        async with jitpc.connect(jitpc_id) as after:
             assert (await ledger.request(after, "run", group="after"))[0] == "result"
         assert (await ledger.request(bystander, "run", group="bystander"))[0] == "result"
         await bystander.end()
@@ -385,8 +388,8 @@ class Launcher:
     the test asked for the next one with :meth:`next_spindown`, and then when the test says so.
     """
 
-    def __init__(self, kids: Children, server_id: str, log: Path, *options: object) -> None:
-        self.command = peer_command("ledger_server.py", server_id, "--log", log, *options)
+    def __init__(self, kids: Children, jitpc_id: str, log: Path, *options: object) -> None:
+        self.command = peer_command("ledger_server.py", jitpc_id, "--log", log, *options)
         self.kids = kids
         self.spawned: list[Child] = []
         self.busy = 0
@@ -475,7 +478,7 @@ def most_at_once(spans: dict[int, tuple[int, float]]) -> int:
     return most
 
 
-async def test_f8_spindown_races_connecting_clients(server_id: str, ledger: Ledger) -> None:
+async def test_f8_spindown_races_connecting_clients(jitpc_id: str, ledger: Ledger) -> None:
     """Servers that spin down 10 ms after their last client, and waves of 30 clients that
     connect -> request -> end, each with a spinup that starts a server process. Odd waves start
     the moment the previous wave ends, racing the idle timer; even waves start while the
@@ -484,13 +487,13 @@ async def test_f8_spindown_races_connecting_clients(server_id: str, ledger: Ledg
     no two servers ever serve at once, by the servers' own log on the system-wide monotonic
     clock."""
     waves, clients = 12, 30
-    async with asyncio.timeout(HANG), children() as kids:
+    async with children() as kids:
         launcher = Launcher(
-            kids, server_id, ledger.log, "--spindown", 0.01, "--grace", "--gate-spindown"
+            kids, jitpc_id, ledger.log, "--spindown", 0.01, "--grace", "--gate-spindown"
         )
 
         async def one(group: str) -> None:
-            client = jitpc.connect(server_id, spinup=launcher.spinup)
+            client = jitpc.connect(jitpc_id, spinup=launcher.spinup)
             await ledger.request(client, "run", group=group)
             await client.end()
 
@@ -530,19 +533,19 @@ async def test_f8_spindown_races_connecting_clients(server_id: str, ledger: Ledg
     assert at_once == 1
 
 
-async def test_f9_herd_spinup(server_id: str, ledger: Ledger) -> None:
+async def test_f9_herd_spinup(jitpc_id: str, ledger: Ledger) -> None:
     """20 clients fail to connect together and each spinup starts a server process: exactly one
     wins the id, the 19 others say ``busy`` and exit 0 with nothing on stderr, and all 20
     requests are answered by the winner."""
     herd = 20
     ready: list[Child] = []
     all_ready = asyncio.Event()
-    async with asyncio.timeout(HANG), children() as kids:
+    async with children() as kids:
 
         async def spinup() -> None:
             # Each server waits until all 20 are started before it calls listen: so every
             # client has failed its first try, and all 20 race for the lock at once.
-            command = peer_command("ledger_server.py", server_id, "--log", ledger.log, "--gate")
+            command = peer_command("ledger_server.py", jitpc_id, "--log", ledger.log, "--gate")
             child = await kids.spawn(command)
             await child.line("ready")
             ready.append(child)
@@ -556,7 +559,7 @@ async def test_f9_herd_spinup(server_id: str, ledger: Ledger) -> None:
         # 20 interpreters starting on a small machine can outlast the default connect
         # deadline, which counts the spinup hook: the herd is what is tested here.
         clients = [
-            jitpc.connect(server_id, spinup=spinup, connect_timeout=HANG) for _ in range(herd)
+            jitpc.connect(jitpc_id, spinup=spinup, connect_timeout=HANG) for _ in range(herd)
         ]
         endings = await asyncio.gather(*(ledger.request(c, "run", group="herd") for c in clients))
         verdicts = [await child.line(verdict) for child in ready]
@@ -578,7 +581,7 @@ async def test_f9_herd_spinup(server_id: str, ledger: Ledger) -> None:
 
 @pytest.mark.parametrize("deleted", ["lock", "lock and socket"])
 async def test_f10_files_deleted_under_a_live_server(
-    server_id: str, ledger: Ledger, deleted: str
+    jitpc_id: str, ledger: Ledger, deleted: str
 ) -> None:
     """A tmp cleaner deletes the lock file (or the lock and socket files) of a live server A,
     then a new server process B calls listen. Never may two servers accept connections for one
@@ -592,24 +595,24 @@ async def test_f10_files_deleted_under_a_live_server(
     listens reach B, A accepts nobody after the deletion, and A closes by itself once its old
     client has gone (it is served until then: reported).
     """
-    sock, lock = socket_path(server_id), lock_path(server_id)
-    async with asyncio.timeout(HANG), children() as kids:
-        a = await kids.server(server_id, ledger.log)
-        old = jitpc.connect(server_id)
+    sock, lock = socket_path(jitpc_id), lock_path(jitpc_id)
+    async with children() as kids:
+        a = await kids.server(jitpc_id, ledger.log)
+        old = jitpc.connect(jitpc_id)
         assert (await ledger.request(old, "run", group="old"))[0] == "result"
         await a.line("joined 0")
         os.unlink(lock)
         if deleted == "lock and socket":
             os.unlink(sock)
         else:
-            async with jitpc.connect(server_id) as probe:
+            async with jitpc.connect(jitpc_id) as probe:
                 kind, result = await ledger.request(probe, "run", group="probe")
             assert kind == "result" and result["pid"] == a.pid
             await a.line("joined 1")
-        b = await kids.spawn(peer_command("ledger_server.py", server_id, "--log", ledger.log))
+        b = await kids.spawn(peer_command("ledger_server.py", jitpc_id, "--log", ledger.log))
         said = await b.line(verdict)
         accepting_at_start = listening_sockets(sock)
-        async with jitpc.connect(server_id) as new:
+        async with jitpc.connect(jitpc_id) as new:
             kind, result = await ledger.request(new, "run", group="new")
         assert said.startswith("listening ") and kind == "result" and result["pid"] == b.pid
         old_kind, old_result = await ledger.request(old, "run", group="old")
@@ -651,99 +654,94 @@ def exists(path: str) -> bool:
     return os.path.lexists(path)
 
 
-async def test_f11_lock_path_is_a_symlink(server_id: str, jitpc_tmpdir: Path) -> None:
+async def test_f11_lock_path_is_a_symlink(jitpc_id: str, jitpc_tmpdir: Path) -> None:
     """A symlink at the lock path, to a file or to nothing: listen raises ELOOP and neither
     writes through the link nor creates its target."""
     sentinel, missing = str(jitpc_tmpdir / "sentinel"), str(jitpc_tmpdir / "missing")
     write(sentinel, b"precious\n")
-    lock = lock_path(server_id)
-    async with asyncio.timeout(HANG):
-        for target in (sentinel, missing):
-            os.symlink(target, lock)
-            with pytest.raises(OSError) as info:
-                await jitpc.listen(server_id)
-            assert info.value.errno == errno.ELOOP
-            assert info.value.filename == lock
-            os.unlink(lock)
+    lock = lock_path(jitpc_id)
+    for target in (sentinel, missing):
+        os.symlink(target, lock)
+        with pytest.raises(OSError) as info:
+            await jitpc.listen(jitpc_id)
+        assert info.value.errno == errno.ELOOP
+        assert info.value.filename == lock
+        os.unlink(lock)
     assert read(sentinel) == b"precious\n" and read(missing) is None
-    assert not exists(socket_path(server_id))
+    assert not exists(socket_path(jitpc_id))
     figure("F11", case="lock symlink", error=repr(info.value), sentinel_changed=0)
 
 
 @pytest.mark.parametrize("squatted", ["lock", "socket"])
-async def test_f11_files_of_another_user(server_id: str, squatted: str) -> None:
+async def test_f11_files_of_another_user(jitpc_id: str, squatted: str) -> None:
     """A lock file, or a stale socket, owned by another uid (4321): listen raises a
     PermissionError naming the uid, touches neither, and leaves the id free."""
     if os.geteuid() != 0:
         pytest.skip("chown to another uid needs root")
-    path = lock_path(server_id) if squatted == "lock" else socket_path(server_id)
+    path = lock_path(jitpc_id) if squatted == "lock" else socket_path(jitpc_id)
     if squatted == "lock":
         write(path, b"")
     else:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as squatter:
             squatter.bind(path)
     os.chown(path, 4321, 4321)
-    async with asyncio.timeout(HANG):
-        with pytest.raises(PermissionError, match="uid 4321") as info:
-            await jitpc.listen(server_id)
-        assert os.lstat(path).st_uid == 4321
-        if squatted == "socket":  # the failed listen released the lock
-            os.unlink(path)
-            server = await jitpc.listen(server_id, spindown=False)
-            assert server is not None
-            await server.close()
+    with pytest.raises(PermissionError, match="uid 4321") as info:
+        await jitpc.listen(jitpc_id)
+    assert os.lstat(path).st_uid == 4321
+    if squatted == "socket":  # the failed listen released the lock
+        os.unlink(path)
+        server = await jitpc.listen(jitpc_id, spindown=False)
+        assert server is not None
+        await server.close()
     figure("F11", case=f"{squatted} of uid 4321", error=str(info.value))
 
 
-async def test_f11_socket_path_is_a_regular_file(server_id: str) -> None:
+async def test_f11_socket_path_is_a_regular_file(jitpc_id: str) -> None:
     """A regular file where the socket goes: listen raises FileExistsError and leaves it."""
-    path = socket_path(server_id)
+    path = socket_path(jitpc_id)
     write(path, b"not a socket\n")
-    async with asyncio.timeout(HANG):
-        with pytest.raises(FileExistsError, match="not a socket") as info:
-            await jitpc.listen(server_id)
-        with pytest.raises(FileExistsError):  # again, not None: the failed listen freed the lock
-            await jitpc.listen(server_id)
+    with pytest.raises(FileExistsError, match="not a socket") as info:
+        await jitpc.listen(jitpc_id)
+    with pytest.raises(FileExistsError):  # again, not None: the failed listen freed the lock
+        await jitpc.listen(jitpc_id)
     assert read(path) == b"not a socket\n"
     figure("F11", case="socket path is a file", error=str(info.value))
 
 
 async def test_f11_missing_tmpdir_is_created(
-    server_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
+    jitpc_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A TMPDIR that does not exist yet is created (as Node does), and served."""
     missing = jitpc_tmpdir / "a" / "b"
     monkeypatch.setenv("TMPDIR", str(missing))
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(
-            server_id, on_client=lambda c: c.respond("ping", lambda p: "pong"), spindown=False
-        )
-        assert server is not None and missing.is_dir()
-        async with server, jitpc.connect(server_id) as client:
-            assert await client.request("ping") == "pong"
+    server = await jitpc.listen(
+        jitpc_id, on_client=lambda c: c.respond("ping", lambda p: "pong"), spindown=False
+    )
+    assert server is not None and missing.is_dir()
+    async with server, jitpc.connect(jitpc_id) as client:
+        assert await client.request("ping") == "pong"
     figure("F11", case="TMPDIR missing", outcome="created")
 
 
 async def test_f11_unusable_tmpdir(
-    server_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
+    jitpc_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A TMPDIR that cannot be created (under a regular file, which stops root too): listen
     raises at once, and a client fails at once with a ConnectError rather than retrying."""
     write(str(jitpc_tmpdir / "file"), b"")
     monkeypatch.setenv("TMPDIR", str(jitpc_tmpdir / "file" / "sub"))
-    async with asyncio.timeout(HANG):
-        with pytest.raises(NotADirectoryError):
-            await jitpc.listen(server_id)
-        calls: list[int] = []
-        client = jitpc.connect(server_id, spinup=lambda: calls.append(1))
-        with pytest.raises(jitpc.ConnectError) as info:
-            await client.request("run")
+    with pytest.raises(NotADirectoryError):
+        await jitpc.listen(jitpc_id)
+    calls: list[int] = []
+    client = jitpc.connect(jitpc_id, spinup=lambda: calls.append(1))
+    with pytest.raises(jitpc.ConnectError) as info:
+        await client.request("run")
     assert isinstance(info.value.__cause__, NotADirectoryError) and calls == []
     figure("F11", case="TMPDIR under a file", connect_error=str(info.value))
 
 
 async def test_f11_read_only_tmpdir(
-    server_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
+    jitpc_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read-only TMPDIR: listen raises PermissionError (root ignores the bits: skipped)."""
     if os.geteuid() == 0:
@@ -752,9 +750,8 @@ async def test_f11_read_only_tmpdir(
     readonly.mkdir(mode=0o555)
     monkeypatch.setenv("TMPDIR", str(readonly))
     try:
-        async with asyncio.timeout(HANG):
-            with pytest.raises(PermissionError):
-                await jitpc.listen(server_id)
+        with pytest.raises(PermissionError):
+            await jitpc.listen(jitpc_id)
     finally:
         readonly.chmod(0o755)
     figure("F11", case="TMPDIR read-only", outcome="PermissionError")
@@ -796,25 +793,23 @@ def normalized(results: Any, group: str) -> Any:
     return json.loads(json.dumps(results).replace(f'"{group}.', '"'))
 
 
-async def test_f12_chaos_proxy_changes_nothing(server_id: str, ledger: Ledger) -> None:
+async def test_f12_chaos_proxy_changes_nothing(jitpc_id: str, ledger: Ledger) -> None:
     """The same workload (sequential, 64 concurrent, notifications, server-to-client requests
     and notifications, a 4 KiB result) directly and through a proxy that splits every write into
     single bytes, coalesces many messages into one write, or delays them: identical results and
     an identical ledger."""
     runs: dict[str, Any] = {}
-    async with asyncio.timeout(HANG), children() as kids:
-        await kids.server(server_id, ledger.log)
-        async with jitpc.connect(server_id) as client:
+    async with children() as kids:
+        await kids.server(jitpc_id, ledger.log)
+        async with jitpc.connect(jitpc_id) as client:
             runs["direct"] = await workload(client, ledger, "direct")
         modes: list[Mode] = ["split", "coalesce", "delay"]
         for mode in modes:
             where = tempfile.mkdtemp(prefix="p", dir="/tmp")
-            proxy = ChaosProxy(
-                os.path.join(where, f"{server_id}.sock"), socket_path(server_id), mode
-            )
+            proxy = ChaosProxy(os.path.join(where, f"{jitpc_id}.sock"), socket_path(jitpc_id), mode)
             try:
                 await proxy.start()
-                client = jitpc.connect(server_id)
+                client = jitpc.connect(jitpc_id)
                 await open_in(where, client)
                 runs[mode] = await workload(client, ledger, mode)
                 await client.end()
@@ -860,7 +855,7 @@ async def exchange(path: str, *writes: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines()]
 
 
-async def test_f13_oversize_and_smuggling(server_id: str, ledger: Ledger) -> None:
+async def test_f13_oversize_and_smuggling(jitpc_id: str, ledger: Ledger) -> None:
     """A server limited to 1 KiB messages: an over-long line (with no newline, or a whole
     request) followed by a smuggled request gets one -32600 answer and the connection closes; the
     smuggled request never runs. A client whose own request is too long fails with ClosedError;
@@ -871,10 +866,10 @@ async def test_f13_oversize_and_smuggling(server_id: str, ledger: Ledger) -> Non
     oversize = json.dumps(
         {"jsonrpc": "2.0", "method": "run", "params": {"token": "oversize", "pad": "x" * 2000}}
     ).encode()
-    path = socket_path(server_id)
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await kids.server(server_id, ledger.log, "--max-message-bytes", 1024)
-        bystander = jitpc.connect(server_id)
+    path = socket_path(jitpc_id)
+    async with children() as kids:
+        server = await kids.server(jitpc_id, ledger.log, "--max-message-bytes", 1024)
+        bystander = jitpc.connect(jitpc_id)
         assert (await ledger.request(bystander, "run", group="bystander"))[0] == "result"
         replies = [
             await exchange(path, b"x" * 2000, smuggle + b"\n"),
@@ -885,10 +880,10 @@ async def test_f13_oversize_and_smuggling(server_id: str, ledger: Ledger) -> Non
             assert [(r.get("id"), r["error"]["code"]) for r in answer] == [(None, -32600)], answer
         assert (await ledger.request(bystander, "run", group="bystander"))[0] == "result"
 
-        too_long = jitpc.connect(server_id)
+        too_long = jitpc.connect(jitpc_id)
         kind, _ = await ledger.request(too_long, "run", {"pad": "x" * 2000}, group="too-long")
         assert kind == "closed"
-        small = jitpc.connect(server_id, max_message_bytes=1024)
+        small = jitpc.connect(jitpc_id, max_message_bytes=1024)
         assert (await ledger.request(small, "run", group="small"))[0] == "result"
         kind, _ = await ledger.request(small, "big", {"size": 4096}, group="small-big")
         assert kind == "closed" and small.closed
@@ -921,7 +916,7 @@ def tempfile_order(env: dict[str, str]) -> str:
 
 
 async def test_f14_client_and_server_resolve_different_tmpdirs(
-    server_id: str, jitpc_tmpdir: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    jitpc_id: str, jitpc_tmpdir: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client has TMPDIR unset, TMP=<a>, TEMP=<b>: it looks for <a>/<id>.sock.
 
@@ -939,7 +934,7 @@ async def test_f14_client_and_server_resolve_different_tmpdirs(
     monkeypatch.setenv("TMP", str(a))
     monkeypatch.setenv("TEMP", str(b))
     env = dict(os.environ)
-    async with asyncio.timeout(HANG), children() as kids:
+    async with children() as kids:
         started: dict[str, Child] = {}
 
         def spinup(order: str, sid: str, directory: str) -> Callable[[], Awaitable[None]]:
@@ -954,9 +949,9 @@ async def test_f14_client_and_server_resolve_different_tmpdirs(
             await client.end()
             return ending
 
-        other_id = server_id + "x"  # its own id: it must not find the first case's server
+        other_id = jitpc_id + "x"  # its own id: it must not find the first case's server
         right, wrong = await asyncio.gather(
-            attempt("node-order", server_id, node_tmpdir(env)),
+            attempt("node-order", jitpc_id, node_tmpdir(env)),
             attempt("tempfile-order", other_id, tempfile_order(env)),
         )
         assert right[0] == "result" and right[1]["pid"] == started["node-order"].pid
@@ -966,7 +961,7 @@ async def test_f14_client_and_server_resolve_different_tmpdirs(
         twin_env = python_env(TMP=str(a) + "/", TEMP="/nonexistent")
         twin_env.pop("TMPDIR", None)
         twin = await kids.spawn(
-            peer_command("ledger_server.py", server_id, "--log", ledger.log), env=twin_env
+            peer_command("ledger_server.py", jitpc_id, "--log", ledger.log), env=twin_env
         )
         assert await twin.line(verdict) == "busy"
     counts = ledger.assert_exactly_once(unaffected={"node-order"})
@@ -983,13 +978,13 @@ async def test_f14_client_and_server_resolve_different_tmpdirs(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_f15_graceful_signal(server_id: str, ledger: Ledger, signum: int) -> None:
+async def test_f15_graceful_signal(jitpc_id: str, ledger: Ledger, signum: int) -> None:
     """SIGTERM or SIGINT to a server whose main closes it from a signal handler: its pending
     requests fail with ClosedError, it exits 0, its socket file is gone and the id is free."""
-    sock = socket_path(server_id)
-    async with asyncio.timeout(HANG), children() as kids:
-        server = await kids.server(server_id, ledger.log, script="graceful_server.py")
-        client = jitpc.connect(server_id)
+    sock = socket_path(jitpc_id)
+    async with children() as kids:
+        server = await kids.server(jitpc_id, ledger.log, script="graceful_server.py")
+        client = jitpc.connect(jitpc_id)
         assert (await ledger.request(client, "run", group="before"))[0] == "result"
         pending = [
             asyncio.ensure_future(ledger.request(client, "hold", group="pending")) for _ in range(4)
@@ -1002,7 +997,7 @@ async def test_f15_graceful_signal(server_id: str, ledger: Ledger, signum: int) 
         assert f"signal {signal.Signals(signum).name}" in server.out
         assert server.out[-1] == "closed"
         assert not exists(sock)
-        again = await jitpc.listen(server_id, spindown=False)
+        again = await jitpc.listen(jitpc_id, spindown=False)
         assert again is not None
         await again.close()
         no_tracebacks(server)

@@ -24,15 +24,19 @@ import json
 import os
 import select
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 import jitpc
+from jitpc.testing import Daemon, DaemonFactory
 from support import HANG, peer_command, python_env
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform"),
+]
 
 #: Python 3.12+ warns at every fork of a process with threads (a sync client has its portal).
 QUIET_FORK = "ignore:This process:DeprecationWarning"
@@ -71,12 +75,12 @@ class Worker:
 
 @contextlib.asynccontextmanager
 async def fork_server(
-    loop: str, server_id: str, worker: Worker | None = None
+    loop: str, jitpc_id: str, worker: Worker | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Run ``fork_server.py`` and yield it once it listens; kill it on exit."""
     fds = (worker.ctl, worker.alive) if worker else ()
     proc = await asyncio.create_subprocess_exec(
-        *peer_command("fork_server.py", loop, server_id, *fds),
+        *peer_command("fork_server.py", loop, jitpc_id, *fds),
         stdout=asyncio.subprocess.PIPE,
         pass_fds=fds,
         env=python_env(),
@@ -114,11 +118,11 @@ async def worker_pipes() -> AsyncIterator[Worker]:
 
 
 @pytest.mark.parametrize("how", ["fork", "mp"])
-async def test_a_forked_worker_does_not_keep_the_id(loop: str, server_id: str, how: str) -> None:
+async def test_a_forked_worker_does_not_keep_the_id(loop: str, jitpc_id: str, how: str) -> None:
     """(The lock is an open file description lock, which a child's copy of the descriptor
     would hold on to after the server has gone.)"""
-    async with worker_pipes() as worker, fork_server(loop, server_id, worker) as proc:
-        async with jitpc.connect(server_id) as client:
+    async with worker_pipes() as worker, fork_server(loop, jitpc_id, worker) as proc:
+        async with jitpc.connect(jitpc_id) as client:
             await client.request(how)
             await worker.started()
             assert worker.lives()
@@ -128,18 +132,18 @@ async def test_a_forked_worker_does_not_keep_the_id(loop: str, server_id: str, h
             assert await asyncio.wait_for(proc.wait(), HANG) == 0
         # (A multiprocessing parent waits for its worker as it exits: it may still run.)
         assert worker.lives()
-        server = await jitpc.listen(server_id, spindown=False)
+        server = await jitpc.listen(jitpc_id, spindown=False)
         assert server is not None, "the forked worker kept the id"
-        async with server, jitpc.connect(server_id) as client:
+        async with server, jitpc.connect(jitpc_id) as client:
             assert await client.request("rpc.ping") == {}
 
 
 @pytest.mark.parametrize("how", ["fork", "mp"])
 async def test_a_killed_servers_forked_worker_does_not_keep_its_connections(
-    loop: str, server_id: str, how: str
+    loop: str, jitpc_id: str, how: str
 ) -> None:
-    async with worker_pipes() as worker, fork_server(loop, server_id, worker) as proc:
-        async with jitpc.connect(server_id) as client:
+    async with worker_pipes() as worker, fork_server(loop, jitpc_id, worker) as proc:
+        async with jitpc.connect(jitpc_id) as client:
             await client.request(how)
             await worker.started()
             pending = asyncio.ensure_future(client.request("hang"))
@@ -151,12 +155,12 @@ async def test_a_killed_servers_forked_worker_does_not_keep_its_connections(
 
 
 async def test_a_killed_clients_forked_child_does_not_keep_its_connection(
-    loop: str, server_id: str
+    loop: str, jitpc_id: str
 ) -> None:
-    async with fork_server(loop, server_id) as server, worker_pipes() as worker:
+    async with fork_server(loop, jitpc_id) as server, worker_pipes() as worker:
         fds = (worker.ctl, worker.alive)
         client = await asyncio.create_subprocess_exec(
-            *peer_command("fork_sync.py", server_id, "linger", *fds),
+            *peer_command("fork_sync.py", jitpc_id, "linger", *fds),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             pass_fds=fds,
@@ -177,28 +181,16 @@ async def test_a_killed_clients_forked_child_does_not_keep_its_connection(
 
 
 @pytest.fixture
-def sync_server(server_id: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        peer_command("sync_server.py", server_id), stdout=subprocess.PIPE, env=python_env()
-    )
-    try:
-        assert proc.stdout is not None
-        assert select.select([proc.stdout], [], [], HANG)[0], "the server printed nothing"
-        assert proc.stdout.readline() == b"listening\n"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait(HANG)
-        assert proc.stdout is not None
-        proc.stdout.close()
+def sync_server(jitpc_daemon: DaemonFactory, jitpc_id: str) -> Daemon:
+    return jitpc_daemon(peer_command("sync_server.py", jitpc_id), env=python_env())
 
 
 @pytest.mark.usefixtures("sync_server")
-def test_sync_in_a_forked_child(server_id: str) -> None:
+def test_sync_in_a_forked_child(jitpc_id: str) -> None:
     """The child of a process whose portal runs gets a portal of its own, with its deadlines;
     the parent's portal and connection are untouched by the child's life and normal exit."""
     run: Any = subprocess.run(
-        peer_command("fork_sync.py", server_id, "check"),
+        peer_command("fork_sync.py", jitpc_id, "check"),
         capture_output=True,
         timeout=HANG,
         env=python_env(PYTHONWARNINGS=QUIET_FORK),
@@ -217,11 +209,11 @@ def test_sync_in_a_forked_child(server_id: str) -> None:
     ]
 
 
-def test_a_forked_child_holds_no_descriptor_of_jitpcs(loop: str, server_id: str) -> None:
+def test_a_forked_child_holds_no_descriptor_of_jitpcs(loop: str, jitpc_id: str) -> None:
     """Descriptor by descriptor: not the lock, the listener, either end of a connection, nor a
     connection accepted but not made yet when the process forked."""
     run: Any = subprocess.run(
-        peer_command("fork_fds.py", loop, server_id),
+        peer_command("fork_fds.py", loop, jitpc_id),
         capture_output=True,
         timeout=HANG,
         env=python_env(),

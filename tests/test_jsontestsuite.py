@@ -24,7 +24,6 @@ printed at the end and asserted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from typing import Any
@@ -33,14 +32,18 @@ import pytest
 
 import jitpc
 from rawpeer import RawPeer, parse_line, raw_peer
-from support import HANG, ROOT
+from support import ROOT
 
 SUITE = ROOT.parent / "shared" / "testdata" / "JSONTestSuite"
 CASES = SUITE / "test_parsing"
 
-pytestmark = pytest.mark.skipif(
-    not CASES.is_dir(), reason=f"the JSONTestSuite corpus is not at {CASES} (../shared/testdata)"
-)
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(
+        not CASES.is_dir(),
+        reason=f"the JSONTestSuite corpus is not at {CASES} (../shared/testdata)",
+    ),
+]
 
 PARSE, INVALID = -32700, -32600
 PROBE = b'{"jsonrpc":"2.0","method":"echo","params":"probe","id":"probe"}\n'
@@ -139,7 +142,7 @@ async def check_file(peer: RawPeer, name: str, content: bytes, counts: Counter[s
     return True if ok else replies
 
 
-async def test_jsontestsuite(server_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_jsontestsuite(jitpc_id: str, capsys: pytest.CaptureFixture[str]) -> None:
     files = corpus()
     counts: Counter[str] = Counter()
     wrong: list[str] = []
@@ -147,12 +150,12 @@ async def test_jsontestsuite(server_id: str, capsys: pytest.CaptureFixture[str])
     def on_client(client: jitpc.Client) -> None:
         client.respond("echo", lambda params: params)
 
-    server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
+    server = await jitpc.listen(jitpc_id, on_client=on_client, spindown=False)
     assert server is not None
-    async with asyncio.timeout(HANG), server, jitpc.connect(server_id) as other:
+    async with server, jitpc.connect(jitpc_id) as other:
         index = 0
         while index < len(files):
-            async with raw_peer(server_id) as peer:
+            async with raw_peer(jitpc_id) as peer:
                 while index < len(files):
                     name, content = files[index]
                     index += 1

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -11,15 +10,16 @@ import pytest
 
 import jitpc
 from rawpeer import raw_peer
-from support import HANG
+
+pytestmark = pytest.mark.anyio
 
 
 class OneId(logging.Filter):
-    """The README's recipe: only the records of one server id."""
+    """The recipe of docs/daemons.md (Logging): only the records of one server id."""
 
-    def __init__(self, server_id: str) -> None:
+    def __init__(self, jitpc_id: str) -> None:
         super().__init__()
-        self.server_id = server_id
+        self.server_id = jitpc_id
 
     def filter(self, record: logging.LogRecord) -> bool:
         return getattr(record, "jitpc_id", None) == self.server_id
@@ -35,12 +35,12 @@ class Collect(logging.Handler):
 
 
 async def test_a_servers_records_name_its_id_and_the_client(
-    server_id: str, caplog: pytest.LogCaptureFixture
+    jitpc_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(_client: jitpc.Client) -> None:
         raise RuntimeError("on_client broke")
 
-    server = await jitpc.listen(server_id, spindown=False)
+    server = await jitpc.listen(jitpc_id, spindown=False)
     assert server is not None
     server.on_client(broken)
 
@@ -49,16 +49,16 @@ async def test_a_servers_records_name_its_id_and_the_client(
 
     server.on_client(lambda client: client.respond("boom", boom))
     with caplog.at_level(logging.DEBUG, logger="jitpc"):
-        async with asyncio.timeout(HANG), server:
-            async with jitpc.connect(server_id) as first, jitpc.connect(server_id) as second:
+        async with server:
+            async with jitpc.connect(jitpc_id) as first, jitpc.connect(jitpc_id) as second:
                 await first.request("rpc.ping")
                 with pytest.raises(jitpc.InternalError):
                     await second.request("boom")
-            async with raw_peer(server_id) as peer:
+            async with raw_peer(jitpc_id) as peer:
                 await peer.send(b"not json\n")
                 await peer.read_reply()
     records = [r for r in caplog.records if r.name == "jitpc"]
-    assert records and {getattr(r, "jitpc_id", None) for r in records} == {server_id}
+    assert records and {getattr(r, "jitpc_id", None) for r in records} == {jitpc_id}
     responder = next(r for r in records if "responder for 'boom' raised" in r.getMessage())
     garbage = next(r for r in records if "invalid JSON" in r.getMessage())
     # Client numbers are the server's: the two clients, then the raw peer (numbers are reused).
@@ -72,21 +72,21 @@ async def test_a_servers_records_name_its_id_and_the_client(
 
 
 async def test_a_clients_records_name_the_id_and_a_filter_picks_one_id(
-    server_id: str, caplog: pytest.LogCaptureFixture
+    jitpc_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     handler = Collect(logging.DEBUG)
-    handler.addFilter(OneId(server_id))
+    handler.addFilter(OneId(jitpc_id))
     picked = handler.records
     logger = logging.getLogger("jitpc")
     logger.addHandler(handler)
     try:
         with caplog.at_level(logging.DEBUG, logger="jitpc"):
-            other = server_id + "x"
-            for server in (server_id, other):  # nobody serves either: debug records of tries
+            other = jitpc_id + "x"
+            for server in (jitpc_id, other):  # nobody serves either: debug records of tries
                 with pytest.raises(jitpc.ConnectError):
                     await jitpc.connect(server, connect_timeout=0.3).request("rpc.ping")
     finally:
         logger.removeHandler(handler)
-    assert picked and all(vars(r)["jitpc_id"] == server_id for r in picked)
+    assert picked and all(vars(r)["jitpc_id"] == jitpc_id for r in picked)
     assert any(getattr(r, "jitpc_id", None) == other for r in caplog.records)
     assert all(getattr(r, "jitpc_client", 0) is None for r in picked)

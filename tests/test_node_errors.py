@@ -28,6 +28,8 @@ import jitpc
 import support
 from nodesetup import JITPC_VERSION
 
+pytestmark = pytest.mark.anyio
+
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 SCRIPTS = Path(__file__).resolve().parent / "node"
@@ -95,13 +97,13 @@ def test_a_code_still_picks_the_class() -> None:
 
 
 @asynccontextmanager
-async def node_server(node_modules: Path, server_id: str) -> AsyncIterator[None]:
+async def node_server(node_modules: Path, jitpc_id: str) -> AsyncIterator[None]:
     """``tests/node/server.js``, yielded once it listens; killed on exit."""
     assert NODE is not None
     proc = await asyncio.create_subprocess_exec(
         NODE,
         str(SCRIPTS / "server.js"),
-        server_id,
+        jitpc_id,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=support.python_env(NODE_PATH=str(node_modules)),
@@ -132,9 +134,9 @@ async def run(*argv: str, stdin: bytes = b"", env: dict[str, str]) -> tuple[int,
 
 
 @needs_node
-async def test_request_to_node_for_an_unknown_method(node_modules: Path, server_id: str) -> None:
-    async with node_server(node_modules, server_id):
-        async with jitpc.connect(server_id) as client:
+async def test_request_to_node_for_an_unknown_method(node_modules: Path, jitpc_id: str) -> None:
+    async with node_server(node_modules, jitpc_id):
+        async with jitpc.connect(jitpc_id) as client:
             with pytest.raises(jitpc.MethodNotFound) as info:
                 await client.request("nope")
             assert isinstance(info.value, jitpc.RemoteError)
@@ -149,10 +151,10 @@ async def test_request_to_node_for_an_unknown_method(node_modules: Path, server_
 
 
 @needs_node
-async def test_cli_call_to_node_for_an_unknown_method(node_modules: Path, server_id: str) -> None:
-    async with node_server(node_modules, server_id):
+async def test_cli_call_to_node_for_an_unknown_method(node_modules: Path, jitpc_id: str) -> None:
+    async with node_server(node_modules, jitpc_id):
         code, out, err = await run(
-            sys.executable, "-m", "jitpc", "call", server_id, "nope", env=support.python_env()
+            sys.executable, "-m", "jitpc", "call", jitpc_id, "nope", env=support.python_env()
         )
     assert (code, out) == (1, "")
     assert err.count("\n") == 1, err
@@ -163,9 +165,9 @@ async def test_cli_call_to_node_for_an_unknown_method(node_modules: Path, server
 
 
 @needs_node
-async def test_python_server_relays_it_to_a_node_client(node_modules: Path, server_id: str) -> None:
+async def test_python_server_relays_it_to_a_node_client(node_modules: Path, jitpc_id: str) -> None:
     """A handler that lets Node's MethodNotFound propagate sends it with code -32601."""
-    upstream_id = server_id + "n"
+    upstream_id = jitpc_id + "n"
 
     def on_client(client: jitpc.Client) -> None:
         async def relay(params: Any) -> Any:
@@ -175,7 +177,7 @@ async def test_python_server_relays_it_to_a_node_client(node_modules: Path, serv
         client.respond("relay", relay)
 
     async with node_server(node_modules, upstream_id):
-        server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
+        server = await jitpc.listen(jitpc_id, on_client=on_client, spindown=False)
         assert server is not None
         async with server:
             assert NODE is not None
@@ -187,7 +189,7 @@ async def test_python_server_relays_it_to_a_node_client(node_modules: Path, serv
             code, out, err = await run(
                 NODE,
                 str(SCRIPTS / "client.js"),
-                server_id,
+                jitpc_id,
                 stdin=json.dumps(steps).encode(),
                 env=env,
             )

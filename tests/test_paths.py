@@ -10,6 +10,8 @@ import pytest
 import jitpc
 from jitpc._paths import address, tmpdir
 
+pytestmark = pytest.mark.anyio
+
 
 @pytest.mark.parametrize(
     ("env", "expected"),
@@ -70,13 +72,13 @@ def test_unusable_ids_are_rejected(bad: str) -> None:
 
 
 async def test_the_public_address_names_a_servers_files(
-    server_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
+    jitpc_id: str, jitpc_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    where = jitpc.address(server_id)
+    where = jitpc.address(jitpc_id)
     assert (where.socket, where.lock, where.log) == tuple(
-        str(jitpc_tmpdir / f"{server_id}.{suffix}") for suffix in ("sock", "lock", "log")
+        str(jitpc_tmpdir / f"{jitpc_id}.{suffix}") for suffix in ("sock", "lock", "log")
     )
-    server = await jitpc.listen(server_id, spindown=False)
+    server = await jitpc.listen(jitpc_id, spindown=False)
     assert server is not None
     async with server:
         assert sorted(os.listdir(jitpc_tmpdir)) == sorted(
@@ -84,4 +86,4 @@ async def test_the_public_address_names_a_servers_files(
         )
     # Read at each call, as Node's os.tmpdir() (tempfile.gettempdir() would cache it).
     monkeypatch.setenv("TMPDIR", "/elsewhere")
-    assert jitpc.address(server_id).lock == f"/elsewhere/{server_id}.lock"
+    assert jitpc.address(jitpc_id).lock == f"/elsewhere/{jitpc_id}.lock"

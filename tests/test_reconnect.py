@@ -22,9 +22,11 @@ import pytest
 
 import jitpc
 from ledger import Child, Children, Ledger, children
-from support import HANG
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+]
 
 
 class Hello(jitpc.Method[str], method="hello"):
@@ -54,9 +56,9 @@ def starts(prefix: str) -> Callable[[str], bool]:
 class Spinner:
     """A spinup hook: starts a ``reconnect_server.py`` process, returns once it listens."""
 
-    def __init__(self, kids: Children, server_id: str, log: Path, *options: str) -> None:
+    def __init__(self, kids: Children, jitpc_id: str, log: Path, *options: str) -> None:
         self.kids = kids
-        self.server_id = server_id
+        self.server_id = jitpc_id
         self.log = log
         self.options = options
         self.servers: list[Child] = []
@@ -68,8 +70,8 @@ class Spinner:
         self.servers.append(child)
 
 
-def client_with_responders(server_id: str, spinner: Spinner, *, reconnect: bool) -> jitpc.Client:
-    client = jitpc.connect(server_id, spinup=spinner, reconnect=reconnect)
+def client_with_responders(jitpc_id: str, spinner: Spinner, *, reconnect: bool) -> jitpc.Client:
+    client = jitpc.connect(jitpc_id, spinup=spinner, reconnect=reconnect)
     client.mount(greeter())
     client.respond("mirror", lambda params: {"mirrored": params})
     return client
@@ -89,10 +91,10 @@ async def served(client: jitpc.Client, ledger: Ledger, spinner: Spinner, group: 
     return server
 
 
-async def test_reconnect_after_the_server_spun_down(server_id: str, ledger: Ledger) -> None:
-    async with asyncio.timeout(HANG), children() as kids:
-        spinner = Spinner(kids, server_id, ledger.log, "--spindown", "0.2")
-        client = client_with_responders(server_id, spinner, reconnect=True)
+async def test_reconnect_after_the_server_spun_down(jitpc_id: str, ledger: Ledger) -> None:
+    async with children() as kids:
+        spinner = Spinner(kids, jitpc_id, ledger.log, "--spindown", "0.2")
+        client = client_with_responders(jitpc_id, spinner, reconnect=True)
         first = await served(client, ledger, spinner, "first")
 
         client.notify("drop")  # the server ends our connection, and spins down once idle
@@ -111,10 +113,10 @@ async def test_reconnect_after_the_server_spun_down(server_id: str, ledger: Ledg
     ledger.assert_exactly_once(unaffected={"first", "second"})
 
 
-async def test_reconnect_after_the_server_was_killed(server_id: str, ledger: Ledger) -> None:
-    async with asyncio.timeout(HANG), children() as kids:
-        spinner = Spinner(kids, server_id, ledger.log)
-        client = client_with_responders(server_id, spinner, reconnect=True)
+async def test_reconnect_after_the_server_was_killed(jitpc_id: str, ledger: Ledger) -> None:
+    async with children() as kids:
+        spinner = Spinner(kids, jitpc_id, ledger.log)
+        client = client_with_responders(jitpc_id, spinner, reconnect=True)
         first = await served(client, ledger, spinner, "first")
 
         pending = [
@@ -147,23 +149,22 @@ async def test_reconnect_after_the_server_was_killed(server_id: str, ledger: Led
     assert in_flight == {first.pid}
 
 
-async def test_reconnect_tries_again_after_a_failed_connect(server_id: str) -> None:
-    client = jitpc.connect(server_id, connect_timeout=0, reconnect=True)
-    async with asyncio.timeout(HANG):
-        with pytest.raises(jitpc.ConnectError):
-            await client.request("echo", 1)
-        assert not client.closed
-        server = await jitpc.listen(
-            server_id, on_client=lambda c: c.respond("echo", lambda p: p), spindown=False
-        )
-        assert server is not None
-        async with server, client:
-            assert await client.request("echo", 2) == 2
+async def test_reconnect_tries_again_after_a_failed_connect(jitpc_id: str) -> None:
+    client = jitpc.connect(jitpc_id, connect_timeout=0, reconnect=True)
+    with pytest.raises(jitpc.ConnectError):
+        await client.request("echo", 1)
+    assert not client.closed
+    server = await jitpc.listen(
+        jitpc_id, on_client=lambda c: c.respond("echo", lambda p: p), spindown=False
+    )
+    assert server is not None
+    async with server, client:
+        assert await client.request("echo", 2) == 2
     assert client.closed
 
 
 async def test_reconnect_while_the_old_connection_still_answers_a_half_closed_peer(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     """A peer that ends its side (end-of-stream; a Node peer's end() does that) has ended the
     connection for our requests, though we still owe it an answer: a new request does not fail
@@ -189,58 +190,57 @@ async def test_reconnect_while_the_old_connection_still_answers_a_half_closed_pe
         await release.wait()
         return "answered"
 
-    path = os.path.join(os.environ["TMPDIR"], f"{server_id}.sock")
-    client = jitpc.connect(server_id, reconnect=True)
+    path = os.path.join(os.environ["TMPDIR"], f"{jitpc_id}.sock")
+    client = jitpc.connect(jitpc_id, reconnect=True)
     client.respond("wait", wait)
-    async with asyncio.timeout(HANG):
-        listener = await asyncio.start_unix_server(on_connection, path)
-        try:
-            unanswered = asyncio.ensure_future(client.request("never"))
-            old_reader, old_writer = await accepted.get()
-            assert message(await old_reader.readline())["method"] == "never"
-            old_writer.write(b'{"jsonrpc":"2.0","id":1,"method":"wait"}\n')
-            old_writer.write_eof()
-            with pytest.raises(jitpc.ClosedError):
-                await unanswered  # failed at the end of stream: the client has seen it
-            await entered.wait()
-            assert not client.closed
+    listener = await asyncio.start_unix_server(on_connection, path)
+    try:
+        unanswered = asyncio.ensure_future(client.request("never"))
+        old_reader, old_writer = await accepted.get()
+        assert message(await old_reader.readline())["method"] == "never"
+        old_writer.write(b'{"jsonrpc":"2.0","id":1,"method":"wait"}\n')
+        old_writer.write_eof()
+        with pytest.raises(jitpc.ClosedError):
+            await unanswered  # failed at the end of stream: the client has seen it
+        await entered.wait()
+        assert not client.closed
 
-            again = asyncio.ensure_future(client.request("echo", "again"))
-            connected = asyncio.ensure_future(accepted.get())
-            await asyncio.wait({again, connected}, return_when=asyncio.FIRST_COMPLETED)
-            if again.done():
-                connected.cancel()
-                again.result()  # it ended before it connected: show how
-                raise AssertionError(f"answered without a new connection: {again.result()}")
-            new_reader, new_writer = connected.result()
-            request = message(await new_reader.readline())
-            assert (request["method"], request["params"]) == ("echo", "again")
-            new_writer.write(b'{"jsonrpc":"2.0","id":%d,"result":"again"}\n' % request["id"])
-            assert await again == "again"
+        again = asyncio.ensure_future(client.request("echo", "again"))
+        connected = asyncio.ensure_future(accepted.get())
+        await asyncio.wait({again, connected}, return_when=asyncio.FIRST_COMPLETED)
+        if again.done():
+            connected.cancel()
+            again.result()  # it ended before it connected: show how
+            raise AssertionError(f"answered without a new connection: {again.result()}")
+        new_reader, new_writer = connected.result()
+        request = message(await new_reader.readline())
+        assert (request["method"], request["params"]) == ("echo", "again")
+        new_writer.write(b'{"jsonrpc":"2.0","id":%d,"result":"again"}\n' % request["id"])
+        assert await again == "again"
 
-            release.set()
-            answer = message(await old_reader.readline())
-            assert (answer["id"], answer["result"]) == (1, "answered")
-            assert await old_reader.read() == b""  # then the old connection closes
-        finally:
-            client.destroy()
-            for writer in writers:
-                writer.close()
-            listener.close()
-            await asyncio.gather(
-                listener.wait_closed(),
-                *(w.wait_closed() for w in writers),
-                return_exceptions=True,
-            )
+        release.set()
+        answer = message(await old_reader.readline())
+        assert (answer["id"], answer["result"]) == (1, "answered")
+        assert await old_reader.read() == b""  # then the old connection closes
+    finally:
+        client.destroy()
+        for writer in writers:
+            writer.close()
+        listener.close()
+        await asyncio.gather(
+            listener.wait_closed(),
+            *(w.wait_closed() for w in writers),
+            return_exceptions=True,
+        )
 
 
 @pytest.mark.parametrize("how", ["spindown", "kill"])
 async def test_without_reconnect_the_client_closes_with_its_connection(
-    server_id: str, ledger: Ledger, how: str
+    jitpc_id: str, ledger: Ledger, how: str
 ) -> None:
-    async with asyncio.timeout(HANG), children() as kids:
-        spinner = Spinner(kids, server_id, ledger.log, "--spindown", "0.2")
-        client = client_with_responders(server_id, spinner, reconnect=False)
+    async with children() as kids:
+        spinner = Spinner(kids, jitpc_id, ledger.log, "--spindown", "0.2")
+        client = client_with_responders(jitpc_id, spinner, reconnect=False)
         server = await served(client, ledger, spinner, "before")
         if how == "spindown":
             client.notify("drop")

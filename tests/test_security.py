@@ -24,6 +24,7 @@ import jitpc
 from support import HANG
 
 pytestmark = [
+    pytest.mark.anyio,
     pytest.mark.skipif(sys.platform == "win32", reason="Unix users"),
     pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root"),
 ]
@@ -58,7 +59,7 @@ async def reap_child(pid: int) -> int:
 
 
 async def test_server_refuses_a_client_of_another_user(
-    server_id: str, jitpc_tmpdir: Path, caplog: pytest.LogCaptureFixture
+    jitpc_id: str, jitpc_tmpdir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[object] = []
 
@@ -66,9 +67,9 @@ async def test_server_refuses_a_client_of_another_user(
         calls.append(client)
         client.respond("echo", lambda params: params)
 
-    server = await jitpc.listen(server_id, on_client=on_client, spindown=False)
+    server = await jitpc.listen(jitpc_id, on_client=on_client, spindown=False)
     assert server is not None
-    sock_path = jitpc_tmpdir / f"{server_id}.sock"
+    sock_path = jitpc_tmpdir / f"{jitpc_id}.sock"
     os.chmod(jitpc_tmpdir, 0o755)
     os.chmod(sock_path, 0o777)
     reader_fd, writer_fd = os.pipe()
@@ -100,12 +101,12 @@ async def test_server_refuses_a_client_of_another_user(
         assert calls == []  # it never became a client
         assert any(f"uid {OTHER_UID}" in r.getMessage() for r in caplog.records)
         # The server still serves its own user.
-        async with jitpc.connect(server_id) as client:
+        async with jitpc.connect(jitpc_id) as client:
             assert await client.request("echo", 2) == 2
 
 
-async def test_client_refuses_a_server_of_another_user(server_id: str, jitpc_tmpdir: Path) -> None:
-    sock_path = jitpc_tmpdir / f"{server_id}.sock"
+async def test_client_refuses_a_server_of_another_user(jitpc_id: str, jitpc_tmpdir: Path) -> None:
+    sock_path = jitpc_tmpdir / f"{jitpc_id}.sock"
     os.chmod(jitpc_tmpdir, 0o777)
     reader_fd, writer_fd = os.pipe()
     release_r, release_w = os.pipe()
@@ -125,7 +126,7 @@ async def test_client_refuses_a_server_of_another_user(server_id: str, jitpc_tmp
     os.close(release_r)
     try:
         assert await asyncio.to_thread(os.read, reader_fd, 64) == b"listening"
-        client = jitpc.connect(server_id, spinup=lambda: None)
+        client = jitpc.connect(jitpc_id, spinup=lambda: None)
         with pytest.raises(jitpc.ConnectError, match=f"uid {OTHER_UID}") as info:
             await asyncio.wait_for(client.request("echo", 1), HANG)
         assert isinstance(info.value.__cause__, PermissionError)
@@ -136,46 +137,46 @@ async def test_client_refuses_a_server_of_another_user(server_id: str, jitpc_tmp
 
 
 async def test_listen_refuses_a_socket_file_of_another_user(
-    server_id: str, jitpc_tmpdir: Path
+    jitpc_id: str, jitpc_tmpdir: Path
 ) -> None:
-    sock_path = jitpc_tmpdir / f"{server_id}.sock"
+    sock_path = jitpc_tmpdir / f"{jitpc_id}.sock"
     with socket.socket(socket.AF_UNIX) as squatter:
         squatter.bind(str(sock_path))
     os.chown(sock_path, OTHER_UID, OTHER_UID)
     with pytest.raises(PermissionError, match=f"owned by uid {OTHER_UID}"):
-        await jitpc.listen(server_id)
+        await jitpc.listen(jitpc_id)
     assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)  # left alone
     assert os.lstat(sock_path).st_uid == OTHER_UID
 
 
 async def test_listen_refuses_a_lock_file_of_another_user(
-    server_id: str, jitpc_tmpdir: Path
+    jitpc_id: str, jitpc_tmpdir: Path
 ) -> None:
-    lock_path = jitpc_tmpdir / f"{server_id}.lock"
+    lock_path = jitpc_tmpdir / f"{jitpc_id}.lock"
     lock_path.touch()
     os.chown(lock_path, OTHER_UID, OTHER_UID)
     with pytest.raises(PermissionError, match=f"owned by uid {OTHER_UID}"):
-        await jitpc.listen(server_id)
+        await jitpc.listen(jitpc_id)
 
 
-async def test_listen_never_follows_a_symlinked_lock(server_id: str, jitpc_tmpdir: Path) -> None:
+async def test_listen_never_follows_a_symlinked_lock(jitpc_id: str, jitpc_tmpdir: Path) -> None:
     sentinel = jitpc_tmpdir / "sentinel"
     sentinel.write_bytes(b"precious")
-    (jitpc_tmpdir / f"{server_id}.lock").symlink_to(sentinel)
+    (jitpc_tmpdir / f"{jitpc_id}.lock").symlink_to(sentinel)
     with pytest.raises(OSError, match="Too many levels of symbolic links|symbolic link"):
-        await jitpc.listen(server_id)
+        await jitpc.listen(jitpc_id)
     assert sentinel.read_bytes() == b"precious"
 
 
 async def test_listen_refuses_a_path_that_is_not_a_socket(
-    server_id: str, jitpc_tmpdir: Path
+    jitpc_id: str, jitpc_tmpdir: Path
 ) -> None:
-    (jitpc_tmpdir / f"{server_id}.sock").write_bytes(b"not a socket")
+    (jitpc_tmpdir / f"{jitpc_id}.sock").write_bytes(b"not a socket")
     with pytest.raises(FileExistsError, match="not a socket"):
-        await jitpc.listen(server_id)
-    assert (jitpc_tmpdir / f"{server_id}.sock").read_bytes() == b"not a socket"
+        await jitpc.listen(jitpc_id)
+    assert (jitpc_tmpdir / f"{jitpc_id}.sock").read_bytes() == b"not a socket"
     # The lock was released again: once the path is fixed, the id can be served.
-    (jitpc_tmpdir / f"{server_id}.sock").unlink()
-    server = await jitpc.listen(server_id, spindown=False)
+    (jitpc_tmpdir / f"{jitpc_id}.sock").unlink()
+    server = await jitpc.listen(jitpc_id, spindown=False)
     assert server is not None
     await server.close()

@@ -59,8 +59,8 @@ def no_portal_left() -> Iterator[None]:
     assert portal_threads() == []
 
 
-def start_server(server_id: str) -> subprocess.Popen[bytes]:
-    return start_peer("echo_server.py", server_id, "off")
+def start_server(jitpc_id: str) -> subprocess.Popen[bytes]:
+    return start_peer("echo_server.py", jitpc_id, "off")
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -71,8 +71,8 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def server(server_id: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_server(server_id)
+def server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_server(jitpc_id)
     try:
         yield proc
     finally:
@@ -80,9 +80,9 @@ def server(server_id: str) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @pytest.fixture
-def sync_server(server_id: str) -> Iterator[subprocess.Popen[bytes]]:
+def sync_server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
     """``tests/peers/sync_server.py``: its ``hang`` never returns and records its cancellation."""
-    proc = start_peer("sync_server.py", server_id)
+    proc = start_peer("sync_server.py", jitpc_id)
     try:
         yield proc
     finally:
@@ -90,11 +90,11 @@ def sync_server(server_id: str) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @pytest.mark.usefixtures("server")
-def test_request_call_and_notify(server_id: str) -> None:
+def test_request_call_and_notify(jitpc_id: str) -> None:
     told = threading.Event()
     received: list[Any] = []
 
-    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+    with jitpc.sync.connect(jitpc_id, timeout=HANG) as client:
         assert client.request("echo", {"a": [1, 2]}) == {"a": [1, 2]}
         assert client.request("echo") is None
         assert client.call(Echo(text="hi")) == Echoed(text="hi")
@@ -115,8 +115,8 @@ def test_request_call_and_notify(server_id: str) -> None:
 
 
 @pytest.mark.usefixtures("server")
-def test_errors_are_the_async_clients(server_id: str) -> None:
-    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+def test_errors_are_the_async_clients(jitpc_id: str) -> None:
+    with jitpc.sync.connect(jitpc_id, timeout=HANG) as client:
         with pytest.raises(jitpc.RemoteError) as info:
             client.request("fail", "E_FAIL")
         assert (info.value.code, info.value.message) == ("E_FAIL", "failed on purpose")
@@ -132,36 +132,36 @@ def test_errors_are_the_async_clients(server_id: str) -> None:
         assert client.request("echo", 3) == 3  # still usable
 
 
-def test_connect_error_without_a_server(server_id: str) -> None:
-    client = jitpc.sync.connect(server_id)
+def test_connect_error_without_a_server(jitpc_id: str) -> None:
+    client = jitpc.sync.connect(jitpc_id)
     with pytest.raises(jitpc.ConnectError) as info:
         client.request("echo", 1)  # after the whole back-off, about 7 s
-    assert info.value.server_id == server_id
+    assert info.value.server_id == jitpc_id
     assert client.closed
     with pytest.raises(jitpc.ConnectError):
         client.request("echo", 1)  # at once: the client stays failed
     client.close()
 
 
-def test_connect_timeout_bounds_connecting_alone(server_id: str) -> None:
+def test_connect_timeout_bounds_connecting_alone(jitpc_id: str) -> None:
     spun: list[str] = []
     release = threading.Event()
 
     # 0: one try, and no spinup.
-    with jitpc.sync.connect(server_id, spinup=lambda: spun.append("0"), connect_timeout=0) as c:
+    with jitpc.sync.connect(jitpc_id, spinup=lambda: spun.append("0"), connect_timeout=0) as c:
         with pytest.raises(jitpc.ConnectError) as info:
             c.request("echo", 1, timeout=HANG)
-        assert info.value.server_id == server_id
+        assert info.value.server_id == jitpc_id
     assert spun == []
 
-    with jitpc.sync.connect(server_id, connect_timeout=0.1) as c:
+    with jitpc.sync.connect(jitpc_id, connect_timeout=0.1) as c:
         with pytest.raises(jitpc.ConnectError):
             c.open(timeout=HANG)  # the back-off stops at the deadline
 
     # A hook that blocks in its worker thread does not hold the connect past its deadline.
     try:
         with jitpc.sync.connect(
-            server_id, spinup=lambda: release.wait(HANG), connect_timeout=0.1
+            jitpc_id, spinup=lambda: release.wait(HANG), connect_timeout=0.1
         ) as c:
             with pytest.raises(jitpc.ConnectError):
                 c.request("echo", 1, timeout=HANG)
@@ -169,15 +169,15 @@ def test_connect_timeout_bounds_connecting_alone(server_id: str) -> None:
         release.set()
 
 
-def test_a_blocking_spinup_hook_does_not_hold_a_calls_timeout(server_id: str) -> None:
+def test_a_blocking_spinup_hook_does_not_hold_a_calls_timeout(jitpc_id: str) -> None:
     release = threading.Event()
     started: list[subprocess.Popen[bytes]] = []
 
     def spinup() -> None:
         release.wait(HANG)
-        started.append(start_server(server_id))
+        started.append(start_server(jitpc_id))
 
-    client = jitpc.sync.connect(server_id, spinup=spinup, connect_timeout=None)
+    client = jitpc.sync.connect(jitpc_id, spinup=spinup, connect_timeout=None)
     try:
         with pytest.raises(TimeoutError):
             client.request("echo", 1, timeout=0.05)  # the whole deadline, connecting included
@@ -195,7 +195,7 @@ def test_a_blocking_spinup_hook_does_not_hold_a_calls_timeout(server_id: str) ->
 
 
 def test_a_call_waiting_to_connect_ends_with_closed_error_when_the_client_closes(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     in_hook = threading.Event()
     release = threading.Event()
@@ -204,7 +204,7 @@ def test_a_call_waiting_to_connect_ends_with_closed_error_when_the_client_closes
         in_hook.set()
         release.wait(HANG)
 
-    client = jitpc.sync.connect(server_id, spinup=spinup, connect_timeout=None)
+    client = jitpc.sync.connect(jitpc_id, spinup=spinup, connect_timeout=None)
     outcome: list[BaseException] = []
 
     def wait() -> None:
@@ -226,7 +226,7 @@ def test_a_call_waiting_to_connect_ends_with_closed_error_when_the_client_closes
     assert client.closed
 
 
-def test_spinup_runs_in_a_worker_thread_and_starts_the_server(server_id: str) -> None:
+def test_spinup_runs_in_a_worker_thread_and_starts_the_server(jitpc_id: str) -> None:
     started: list[subprocess.Popen[bytes]] = []
     threads: list[str] = []
 
@@ -234,13 +234,13 @@ def test_spinup_runs_in_a_worker_thread_and_starts_the_server(server_id: str) ->
         threads.append(threading.current_thread().name)
         started.append(
             subprocess.Popen(
-                peer_command("echo_server.py", server_id, "off"),
+                peer_command("echo_server.py", jitpc_id, "off"),
                 stdout=subprocess.DEVNULL,
                 env=python_env(),
             )
         )
 
-    client = jitpc.sync.connect(server_id, spinup=spinup)
+    client = jitpc.sync.connect(jitpc_id, spinup=spinup)
     assert portal_threads() == []  # no thread, no I/O before the first use
     try:
         with client:
@@ -255,8 +255,8 @@ def test_spinup_runs_in_a_worker_thread_and_starts_the_server(server_id: str) ->
 
 
 @pytest.mark.usefixtures("server")
-def test_timeout_cancels_the_request_and_the_client_goes_on(server_id: str) -> None:
-    with jitpc.sync.connect(server_id, timeout=0.05) as client:
+def test_timeout_cancels_the_request_and_the_client_goes_on(jitpc_id: str) -> None:
+    with jitpc.sync.connect(jitpc_id, timeout=0.05) as client:
         with pytest.raises(TimeoutError):
             client.request("sleep", 0.5)  # the client's default timeout
         with pytest.raises(TimeoutError):
@@ -267,8 +267,8 @@ def test_timeout_cancels_the_request_and_the_client_goes_on(server_id: str) -> N
 
 
 @pytest.mark.usefixtures("sync_server")
-def test_a_timed_out_call_cancels_the_servers_handler(server_id: str) -> None:
-    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+def test_a_timed_out_call_cancels_the_servers_handler(jitpc_id: str) -> None:
+    with jitpc.sync.connect(jitpc_id, timeout=HANG) as client:
         client.open()  # connected: the request goes out before its timeout can pass
         with pytest.raises(TimeoutError):
             client.request("hang", "a", timeout=0.05)
@@ -280,8 +280,8 @@ def test_a_timed_out_call_cancels_the_servers_handler(server_id: str) -> None:
 
 
 @pytest.mark.usefixtures("sync_server")
-def test_close_right_after_a_timed_out_call_returns(server_id: str) -> None:
-    client = jitpc.sync.connect(server_id)
+def test_close_right_after_a_timed_out_call_returns(jitpc_id: str) -> None:
+    client = jitpc.sync.connect(jitpc_id)
     client.open(timeout=HANG)  # so that the request is sent before it times out
     with pytest.raises(TimeoutError):
         client.request("hang", "c", timeout=0.05)
@@ -297,9 +297,9 @@ def test_close_right_after_a_timed_out_call_returns(server_id: str) -> None:
 
 
 def test_close_timeout_destroys_what_still_waits(
-    server_id: str, sync_server: subprocess.Popen[bytes]
+    jitpc_id: str, sync_server: subprocess.Popen[bytes]
 ) -> None:
-    client = jitpc.sync.connect(server_id)
+    client = jitpc.sync.connect(jitpc_id)
     outcome: list[BaseException] = []
 
     def wait() -> None:
@@ -318,8 +318,8 @@ def test_close_timeout_destroys_what_still_waits(
 
 
 @pytest.mark.usefixtures("server")
-def test_close_and_the_context_manager(server_id: str) -> None:
-    client = jitpc.sync.connect(server_id)
+def test_close_and_the_context_manager(jitpc_id: str) -> None:
+    client = jitpc.sync.connect(jitpc_id)
     assert client.request("echo", 1) == 1
     assert len(portal_threads()) == 1
     client.close()
@@ -332,19 +332,19 @@ def test_close_and_the_context_manager(server_id: str) -> None:
         client.notify("echo", 1)
     assert portal_threads() == []
 
-    unused = jitpc.sync.connect(server_id)
+    unused = jitpc.sync.connect(jitpc_id)
     unused.close()  # never used: nothing to do, no thread started
     assert unused.closed
 
-    with pytest.raises(ZeroDivisionError), jitpc.sync.connect(server_id) as failing:
+    with pytest.raises(ZeroDivisionError), jitpc.sync.connect(jitpc_id) as failing:
         failing.request("echo", 1)
         raise ZeroDivisionError  # the block raised: the connection is destroyed
     assert failing.closed
 
 
 @pytest.mark.usefixtures("server")
-def test_respond_answers_the_servers_requests_in_the_reader_thread(server_id: str) -> None:
-    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+def test_respond_answers_the_servers_requests_in_the_reader_thread(jitpc_id: str) -> None:
+    with jitpc.sync.connect(jitpc_id, timeout=HANG) as client:
         threads: list[str] = []
 
         def double(params: Any) -> Any:
@@ -371,8 +371,8 @@ def test_respond_answers_the_servers_requests_in_the_reader_thread(server_id: st
 
 
 @pytest.mark.usefixtures("server")
-def test_respond_with_thread_runs_in_a_worker_that_may_use_the_sync_api(server_id: str) -> None:
-    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+def test_respond_with_thread_runs_in_a_worker_that_may_use_the_sync_api(jitpc_id: str) -> None:
+    with jitpc.sync.connect(jitpc_id, timeout=HANG) as client:
         threads: list[str] = []
 
         @client.respond("reenter", thread=True)
@@ -390,16 +390,16 @@ def test_respond_with_thread_runs_in_a_worker_that_may_use_the_sync_api(server_i
         assert threads == ["jitpc worker", "jitpc worker"]
 
 
-def test_reconnect_across_a_server_restart(server_id: str) -> None:
+def test_reconnect_across_a_server_restart(jitpc_id: str) -> None:
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(
-            jitpc.sync.connect(server_id, reconnect=True, connect_timeout=0, timeout=HANG)
+            jitpc.sync.connect(jitpc_id, reconnect=True, connect_timeout=0, timeout=HANG)
         )
         with pytest.raises(jitpc.ConnectError):
             client.request("pid")  # no server yet
         assert not client.closed  # with reconnect, the next call tries again
 
-        first = start_peer("sync_server.py", server_id)
+        first = start_peer("sync_server.py", jitpc_id)
         stack.callback(stop_server, first)
         client.respond("double", lambda params: params * 2)
         assert client.request("pid") == first.pid
@@ -423,7 +423,7 @@ def test_reconnect_across_a_server_restart(server_id: str) -> None:
         assert [type(exc) for exc in outcome] == [jitpc.ClosedError]
         assert not client.closed
 
-        second = start_peer("sync_server.py", server_id)
+        second = start_peer("sync_server.py", jitpc_id)
         stack.callback(stop_server, second)
         assert client.request("pid") == second.pid
         # The responder carried over to the new connection.
@@ -433,12 +433,12 @@ def test_reconnect_across_a_server_restart(server_id: str) -> None:
 
 
 @pytest.mark.usefixtures("server")
-def test_two_threads_share_a_client(server_id: str) -> None:
+def test_two_threads_share_a_client(jitpc_id: str) -> None:
     errors: list[BaseException] = []
 
     with (
-        jitpc.sync.connect(server_id, timeout=HANG) as shared,
-        jitpc.sync.connect(server_id, timeout=HANG) as other,
+        jitpc.sync.connect(jitpc_id, timeout=HANG) as shared,
+        jitpc.sync.connect(jitpc_id, timeout=HANG) as other,
     ):
 
         def work(n: int) -> None:
@@ -459,8 +459,8 @@ def test_two_threads_share_a_client(server_id: str) -> None:
     assert errors == []
 
 
-def test_calling_from_a_running_event_loop_is_refused(server_id: str) -> None:
-    client = jitpc.sync.connect(server_id)
+def test_calling_from_a_running_event_loop_is_refused(jitpc_id: str) -> None:
+    client = jitpc.sync.connect(jitpc_id)
 
     async def main() -> None:
         with pytest.raises(RuntimeError, match="running event loop"):
@@ -479,16 +479,16 @@ EXIT_UNCLOSED = """
 import sys
 import jitpc.sync
 
-server_id = sys.argv[1]
+jitpc_id = sys.argv[1]
 
 
 def once():
     # Collected unclosed at once: its connection is destroyed, the portal released.
-    return jitpc.sync.connect(server_id).request("echo", "once")
+    return jitpc.sync.connect(jitpc_id).request("echo", "once")
 
 
 assert once() == once() == "once"
-client = jitpc.sync.connect(server_id)
+client = jitpc.sync.connect(jitpc_id)
 assert client.request("echo", 1) == 1
 client.notify("echo", 2)
 print("exited")
@@ -496,9 +496,9 @@ print("exited")
 
 
 @pytest.mark.usefixtures("server")
-def test_a_program_that_never_closes_exits_cleanly(server_id: str) -> None:
+def test_a_program_that_never_closes_exits_cleanly(jitpc_id: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_UNCLOSED, server_id],
+        [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_UNCLOSED, jitpc_id],
         capture_output=True,
         text=True,
         env=python_env(PYTHONASYNCIODEBUG="1"),
@@ -545,10 +545,10 @@ sys.stdin.readline()  # until the server has the request
 
 
 def test_a_call_pending_at_exit_ends_with_closed_error(
-    server_id: str, sync_server: subprocess.Popen[bytes]
+    jitpc_id: str, sync_server: subprocess.Popen[bytes]
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_PENDING, server_id],
+        [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_PENDING, jitpc_id],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

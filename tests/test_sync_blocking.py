@@ -37,8 +37,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def sync_server(server_id: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_peer("sync_server.py", server_id)
+def sync_server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_peer("sync_server.py", jitpc_id)
     try:
         yield proc
     finally:
@@ -49,8 +49,8 @@ class RawServer:
     """A Unix socket server at the id's path, in a thread: ``behave(conn)`` is given each
     accepted connection, after the request line it reads first (in ``self.lines``)."""
 
-    def __init__(self, server_id: str, behave: Callable[[socket.socket, bytes], None]) -> None:
-        self.path = address(server_id).socket
+    def __init__(self, jitpc_id: str, behave: Callable[[socket.socket, bytes], None]) -> None:
+        self.path = address(jitpc_id).socket
         self.listener = socket.socket(socket.AF_UNIX)
         self.listener.bind(self.path)
         self.listener.listen()
@@ -100,9 +100,9 @@ with jitpc.sync.connect(sys.argv[1], timeout=30) as client:
 
 
 def test_an_untyped_one_shot_imports_neither_asyncio_nor_pydantic(
-    server_id: str, sync_server: subprocess.Popen[bytes]
+    jitpc_id: str, sync_server: subprocess.Popen[bytes]
 ) -> None:
-    run = run_python(ONE_SHOT, server_id)
+    run = run_python(ONE_SHOT, jitpc_id)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "{'a': 1}\n"
     imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
@@ -111,10 +111,10 @@ def test_an_untyped_one_shot_imports_neither_asyncio_nor_pydantic(
         assert name not in imported, name
 
 
-def test_spinup_and_spawn_through_the_sync_layer(server_id: str, tmp_path: Path) -> None:
+def test_spinup_and_spawn_through_the_sync_layer(jitpc_id: str, tmp_path: Path) -> None:
     starts = tmp_path / "starts"
-    hook = jitpc.spawn(peer_command("spawn_daemon.py", server_id, starts), env=python_env())
-    clients = [jitpc.sync.connect(server_id, spinup=hook, timeout=HANG) for _ in range(4)]
+    hook = jitpc.spawn(peer_command("spawn_daemon.py", jitpc_id, starts), env=python_env())
+    clients = [jitpc.sync.connect(jitpc_id, spinup=hook, timeout=HANG) for _ in range(4)]
     pids: list[int] = []
     errors: list[BaseException] = []
 
@@ -144,21 +144,21 @@ def test_spinup_and_spawn_through_the_sync_layer(server_id: str, tmp_path: Path)
                 os.kill(pid, 9)
 
 
-def test_a_spawned_daemon_that_crashes_is_reported(server_id: str, tmp_path: Path) -> None:
+def test_a_spawned_daemon_that_crashes_is_reported(jitpc_id: str, tmp_path: Path) -> None:
     starts = tmp_path / "starts"
     hook = jitpc.spawn(
-        peer_command("spawn_daemon.py", server_id, starts, "--crash", 3), env=python_env()
+        peer_command("spawn_daemon.py", jitpc_id, starts, "--crash", 3), env=python_env()
     )
-    with jitpc.sync.connect(server_id, spinup=hook, timeout=HANG) as client:
+    with jitpc.sync.connect(jitpc_id, spinup=hook, timeout=HANG) as client:
         with pytest.raises(jitpc.ConnectError, match="exited with status 3 before it served"):
             client.request("pid")
 
 
-def test_version_restart_through_the_sync_layer(server_id: str, tmp_path: Path) -> None:
+def test_version_restart_through_the_sync_layer(jitpc_id: str, tmp_path: Path) -> None:
     starts = tmp_path / "starts"
 
     def argv(version: str) -> list[str]:
-        return peer_command("versioned_daemon.py", version, server_id, "--starts", starts)
+        return peer_command("versioned_daemon.py", version, jitpc_id, "--starts", starts)
 
     old = subprocess.Popen(argv("1"), stdout=subprocess.PIPE, env=python_env())
     try:
@@ -166,7 +166,7 @@ def test_version_restart_through_the_sync_layer(server_id: str, tmp_path: Path) 
         assert old.stdout.readline().decode().startswith("listening 1 ")
         hook = jitpc.spawn(argv("2"), env=python_env())
         with jitpc.sync.connect(
-            server_id,
+            jitpc_id,
             version="2",
             on_mismatch="restart",
             spinup=hook,
@@ -187,9 +187,9 @@ def test_version_restart_through_the_sync_layer(server_id: str, tmp_path: Path) 
 
 
 def test_a_server_request_is_answered_by_sync_responders(
-    server_id: str, sync_server: subprocess.Popen[bytes]
+    jitpc_id: str, sync_server: subprocess.Popen[bytes]
 ) -> None:
-    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+    with jitpc.sync.connect(jitpc_id, timeout=HANG) as client:
         client.respond("double", lambda params: params * 2)
         client.respond("slow", lambda params: params + 1, thread=True)
 
@@ -206,9 +206,9 @@ def test_a_server_request_is_answered_by_sync_responders(
 
 
 def test_a_timeout_cancels_the_handler_on_the_server(
-    server_id: str, sync_server: subprocess.Popen[bytes]
+    jitpc_id: str, sync_server: subprocess.Popen[bytes]
 ) -> None:
-    with jitpc.sync.connect(server_id, timeout=HANG) as client:
+    with jitpc.sync.connect(jitpc_id, timeout=HANG) as client:
         done = threading.Event()
         outcome: list[BaseException] = []
 
@@ -248,11 +248,11 @@ def _freezes(conn: socket.socket, line: bytes) -> None:
 
 @pytest.mark.parametrize("behave", [_garbage, _dies_mid_message, _freezes])
 def test_a_misbehaving_peer_never_holds_a_call_past_its_timeout(
-    server_id: str, behave: Callable[[socket.socket, bytes], None]
+    jitpc_id: str, behave: Callable[[socket.socket, bytes], None]
 ) -> None:
-    server = RawServer(server_id, behave)
+    server = RawServer(jitpc_id, behave)
     try:
-        client = jitpc.sync.connect(server_id, connect_timeout=0.5)
+        client = jitpc.sync.connect(jitpc_id, connect_timeout=0.5)
         try:
             with pytest.raises((TimeoutError, jitpc.ClosedError)):
                 client.request("echo", 1, timeout=0.2)
@@ -263,10 +263,10 @@ def test_a_misbehaving_peer_never_holds_a_call_past_its_timeout(
         server.close()
 
 
-def test_a_peer_that_does_not_read_does_not_block_writers(server_id: str) -> None:
-    server = RawServer(server_id, _freezes)
+def test_a_peer_that_does_not_read_does_not_block_writers(jitpc_id: str) -> None:
+    server = RawServer(jitpc_id, _freezes)
     try:
-        client = jitpc.sync.connect(server_id)
+        client = jitpc.sync.connect(jitpc_id)
         try:
             client.open(timeout=HANG)
             big = "x" * (1 << 20)
@@ -303,10 +303,10 @@ client.close()
 
 
 def test_a_forked_child_does_not_use_the_parents_connection(
-    server_id: str, sync_server: subprocess.Popen[bytes]
+    jitpc_id: str, sync_server: subprocess.Popen[bytes]
 ) -> None:
     run = subprocess.run(
-        [sys.executable, "-c", FORK, server_id],
+        [sys.executable, "-c", FORK, jitpc_id],
         capture_output=True,
         text=True,
         env=python_env(PYTHONWARNINGS="ignore:This process:DeprecationWarning"),

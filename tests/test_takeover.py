@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import jitpc
-from support import HANG
+
+pytestmark = pytest.mark.anyio
 
 
 def whoami(name: str) -> Any:
@@ -23,7 +24,7 @@ def whoami(name: str) -> Any:
 
 @pytest.mark.parametrize("removed", ["lock", "both"])
 async def test_server_that_lost_its_files_stops_and_a_new_one_serves(
-    server_id: str, jitpc_tmpdir: Path, removed: str
+    jitpc_id: str, jitpc_tmpdir: Path, removed: str
 ) -> None:
     lost = asyncio.Event()
     errors: list[BaseException] = []
@@ -32,51 +33,49 @@ async def test_server_that_lost_its_files_stops_and_a_new_one_serves(
         errors.append(exc)
         lost.set()
 
-    lock = jitpc_tmpdir / f"{server_id}.lock"
-    sock = jitpc_tmpdir / f"{server_id}.sock"
-    async with asyncio.timeout(HANG):
-        first = await jitpc.listen(server_id, on_client=whoami("first"), on_error=on_error)
-        assert first is not None
-        # A client that stays connected through it all.
-        loyal = jitpc.connect(server_id)
+    lock = jitpc_tmpdir / f"{jitpc_id}.lock"
+    sock = jitpc_tmpdir / f"{jitpc_id}.sock"
+    first = await jitpc.listen(jitpc_id, on_client=whoami("first"), on_error=on_error)
+    assert first is not None
+    # A client that stays connected through it all.
+    loyal = jitpc.connect(jitpc_id)
+    assert await loyal.request("who") == "first"
+    if removed in ("lock", "both"):
+        lock.unlink()
+    if removed in ("sock", "both"):
+        sock.unlink()
+    await lost.wait()  # the first server noticed (its periodic check)
+    assert "removed or replaced" in str(errors[0])
+    second = await jitpc.listen(jitpc_id, on_client=whoami("second"), spindown=False)
+    assert second is not None
+    async with second:
+        async with jitpc.connect(jitpc_id) as newcomer:
+            assert await newcomer.request("who") == "second"
+        # The first server still finishes with its client, then closes...
         assert await loyal.request("who") == "first"
-        if removed in ("lock", "both"):
-            lock.unlink()
-        if removed in ("sock", "both"):
-            sock.unlink()
-        await lost.wait()  # the first server noticed (its periodic check)
-        assert "removed or replaced" in str(errors[0])
-        second = await jitpc.listen(server_id, on_client=whoami("second"), spindown=False)
-        assert second is not None
-        async with second:
-            async with jitpc.connect(server_id) as newcomer:
-                assert await newcomer.request("who") == "second"
-            # The first server still finishes with its client, then closes...
-            assert await loyal.request("who") == "first"
-            await loyal.end()
-            await first.wait_closed()
-            # ...without touching the second server's socket.
-            assert stat.S_ISSOCK(os.lstat(sock).st_mode)
-            async with jitpc.connect(server_id) as later:
-                assert await later.request("who") == "second"
+        await loyal.end()
+        await first.wait_closed()
+        # ...without touching the second server's socket.
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+        async with jitpc.connect(jitpc_id) as later:
+            assert await later.request("who") == "second"
 
 
 async def test_server_whose_socket_was_removed_makes_a_new_one(
-    server_id: str, jitpc_tmpdir: Path
+    jitpc_id: str, jitpc_tmpdir: Path
 ) -> None:
-    sock = jitpc_tmpdir / f"{server_id}.sock"
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=whoami("first"), spindown=False)
-        assert server is not None
-        async with server:
-            async with jitpc.connect(server_id) as before:
-                assert await before.request("who") == "first"
-            sock.unlink()
-            # It still holds the lock, so the id stays its own...
-            assert await jitpc.listen(server_id) is None
-            # ...and a client that finds no socket retries (back-off) until the server has
-            # noticed and bound a new one: its periodic check comes well before the back-off
-            # runs out, on the same event loop.
-            async with jitpc.connect(server_id) as after:
-                assert await after.request("who") == "first"
-            assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+    sock = jitpc_tmpdir / f"{jitpc_id}.sock"
+    server = await jitpc.listen(jitpc_id, on_client=whoami("first"), spindown=False)
+    assert server is not None
+    async with server:
+        async with jitpc.connect(jitpc_id) as before:
+            assert await before.request("who") == "first"
+        sock.unlink()
+        # It still holds the lock, so the id stays its own...
+        assert await jitpc.listen(jitpc_id) is None
+        # ...and a client that finds no socket retries (back-off) until the server has
+        # noticed and bound a new one: its periodic check comes well before the back-off
+        # runs out, on the same event loop.
+        async with jitpc.connect(jitpc_id) as after:
+            assert await after.request("who") == "first"
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)

@@ -16,7 +16,9 @@ import typing_extensions
 from pydantic import BaseModel, ConfigDict, Field
 
 import jitpc
-from support import HANG
+from jitpc.testing import ClientFactory
+
+pytestmark = pytest.mark.anyio
 
 
 class Counter(BaseModel):
@@ -70,33 +72,34 @@ class Ask(jitpc.Method[str], method="ask"):
     question: str
 
 
-def build_server(server: jitpc.Server, logs: list[str] | None = None) -> None:
+def typed_router(logs: list[str] | None = None) -> jitpc.Router:
+    router = jitpc.Router()
     counts: dict[str, int] = {}
 
-    @server.method
+    @router.method
     def inc(params: Inc) -> Counter:
         counts[params.key] = counts.get(params.key, 0) + 1
         return Counter(key=params.key, count=counts[params.key])
 
-    @server.method
+    @router.method
     async def peek(params: Peek) -> Counter:
         await asyncio.sleep(0)
         return Counter(key=params.key, count=counts.get(params.key, 0))
 
-    @server.method
+    @router.method
     def whoami(params: Whoami, client: jitpc.Client) -> int:
         return client.id
 
-    @server.method
+    @router.method
     def echo_rich(params: EchoRich) -> Rich:
         return params.value
 
-    @server.method
+    @router.method
     def log(params: Log) -> None:
         if logs is not None:
             logs.append(params.line)
 
-    @server.method
+    @router.method
     def fail(params: Fail) -> Counter:
         if params.how == "raise":
             raise KeyError("no such counter")
@@ -104,28 +107,29 @@ def build_server(server: jitpc.Server, logs: list[str] | None = None) -> None:
             raise jitpc.RPCError(-32001, "quota exceeded", {"limit": 10})
         return {"key": "k", "count": "not a number"}  # type: ignore[return-value]
 
+    return router
 
-async def typed_server(server_id: str, logs: list[str] | None = None) -> jitpc.Server:
-    server = await jitpc.listen(server_id, spindown=False)
+
+async def typed_server(jitpc_id: str, logs: list[str] | None = None) -> jitpc.Server:
+    server = await jitpc.listen(jitpc_id, spindown=False)
     assert server is not None
-    build_server(server, logs)
+    server.mount(typed_router(logs))
     return server
 
 
-async def test_typed_calls_return_validated_models(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        async with await typed_server(server_id), jitpc.connect(server_id) as client:
-            counter = await client.call(Inc(key="a"))
-            assert_type(counter, Counter)
-            assert counter == Counter(key="a", count=1)
-            assert await client.call(Inc(key="a")) == Counter(key="a", count=2)
-            assert await client.call(Peek(key="a")) == Counter(key="a", count=2)
-            assert await client.call(Whoami()) == 0
-            # The method name defaults to the class name.
-            assert await client.request("Peek", {"key": "a"}) == {"key": "a", "count": 2}
+async def test_typed_calls_return_validated_models(jitpc_client: ClientFactory) -> None:
+    client = await jitpc_client(typed_router(), spindown=False)
+    counter = await client.call(Inc(key="a"))
+    assert_type(counter, Counter)
+    assert counter == Counter(key="a", count=1)
+    assert await client.call(Inc(key="a")) == Counter(key="a", count=2)
+    assert await client.call(Peek(key="a")) == Counter(key="a", count=2)
+    assert await client.call(Whoami()) == 0
+    # The method name defaults to the class name.
+    assert await client.request("Peek", {"key": "a"}) == {"key": "a", "count": 2}
 
 
-async def test_rich_types_round_trip_exactly(server_id: str) -> None:
+async def test_rich_types_round_trip_exactly(jitpc_client: ClientFactory) -> None:
     value = Rich(
         when=datetime.datetime(2026, 11, 26, 12, 30, 5, 123456, tzinfo=datetime.UTC),
         day=datetime.date(2026, 2, 28),
@@ -136,81 +140,74 @@ async def test_rich_types_round_trip_exactly(server_id: str) -> None:
         maybe=None,
         items=[Counter(key="x", count=1), Counter(key="y", count=2)],
     )
-    async with asyncio.timeout(HANG):
-        async with await typed_server(server_id), jitpc.connect(server_id) as client:
-            echoed = await client.call(EchoRich(value=value))
-            assert echoed == value
-            assert type(echoed.color) is Color and type(echoed.uid) is uuid.UUID
-            other = value.model_copy(update={"either": 7, "maybe": Counter(key="m", count=0)})
-            assert await client.call(EchoRich(value=other)) == other
-            # On the wire it is plain JSON.
-            raw = await client.request("echo-rich", {"value": value.model_dump(mode="json")})
-            assert raw == value.model_dump(mode="json")
+    client = await jitpc_client(typed_router(), spindown=False)
+    echoed = await client.call(EchoRich(value=value))
+    assert echoed == value
+    assert type(echoed.color) is Color and type(echoed.uid) is uuid.UUID
+    other = value.model_copy(update={"either": 7, "maybe": Counter(key="m", count=0)})
+    assert await client.call(EchoRich(value=other)) == other
+    # On the wire it is plain JSON.
+    raw = await client.request("echo-rich", {"value": value.model_dump(mode="json")})
+    assert raw == value.model_dump(mode="json")
 
 
-async def test_invalid_params_come_back_as_invalid_params(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        async with await typed_server(server_id), jitpc.connect(server_id) as client:
-            with pytest.raises(jitpc.InvalidParams) as info:
-                await client.request("inc", {"key": 5})
-            assert info.value.code == -32602
-            assert info.value.data == [
-                {"loc": ["key"], "type": "string_type", "msg": "Input should be a valid string"}
-            ]
-            # The first error is in the message too: Node jitpc drops data.
-            assert (
-                info.value.message
-                == "invalid params for 'inc': key: Input should be a valid string"
-            )
-            with pytest.raises(jitpc.InvalidParams) as missing:
-                await client.request("inc")
-            assert [e["type"] for e in missing.value.data] == ["missing"]
-            assert missing.value.message == "invalid params for 'inc': key: Field required"
-            with pytest.raises(jitpc.InvalidParams) as not_a_dict:
-                await client.request("inc", ["a"])
-            assert not_a_dict.value.message == (
-                "invalid params for 'inc': Input should be a valid dictionary or instance of Inc"
-            )
-            with pytest.raises(jitpc.InvalidParams) as several:
-                await client.request("echo-rich", {"value": {"nested": {}}})
-            errors = several.value.data
-            assert len(errors) > 2
-            assert several.value.message == (
-                f"invalid params for 'echo-rich': {'.'.join(map(str, errors[0]['loc']))}: "
-                f"{errors[0]['msg']} (+{len(errors) - 1} more)"
-            )
-            assert errors[0]["loc"] == ["value", "when"]
-            assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
+async def test_invalid_params_come_back_as_invalid_params(jitpc_client: ClientFactory) -> None:
+    client = await jitpc_client(typed_router(), spindown=False)
+    with pytest.raises(jitpc.InvalidParams) as info:
+        await client.request("inc", {"key": 5})
+    assert info.value.code == -32602
+    assert info.value.data == [
+        {"loc": ["key"], "type": "string_type", "msg": "Input should be a valid string"}
+    ]
+    # The first error is in the message too: Node jitpc drops data.
+    assert info.value.message == "invalid params for 'inc': key: Input should be a valid string"
+    with pytest.raises(jitpc.InvalidParams) as missing:
+        await client.request("inc")
+    assert [e["type"] for e in missing.value.data] == ["missing"]
+    assert missing.value.message == "invalid params for 'inc': key: Field required"
+    with pytest.raises(jitpc.InvalidParams) as not_a_dict:
+        await client.request("inc", ["a"])
+    assert not_a_dict.value.message == (
+        "invalid params for 'inc': Input should be a valid dictionary or instance of Inc"
+    )
+    with pytest.raises(jitpc.InvalidParams) as several:
+        await client.request("echo-rich", {"value": {"nested": {}}})
+    errors = several.value.data
+    assert len(errors) > 2
+    assert several.value.message == (
+        f"invalid params for 'echo-rich': {'.'.join(map(str, errors[0]['loc']))}: "
+        f"{errors[0]['msg']} (+{len(errors) - 1} more)"
+    )
+    assert errors[0]["loc"] == ["value", "when"]
+    assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
 
 
-async def test_unknown_method_and_handler_errors(server_id: str) -> None:
+async def test_unknown_method_and_handler_errors(jitpc_client: ClientFactory) -> None:
     class Nope(jitpc.Method[Counter], method="nope"):
         pass
 
-    async with asyncio.timeout(HANG):
-        async with await typed_server(server_id), jitpc.connect(server_id) as client:
-            with pytest.raises(jitpc.MethodNotFound):
-                await client.call(Nope())
-            with pytest.raises(jitpc.InternalError, match="no such counter") as internal:
-                await client.call(Fail(how="raise"))
-            assert internal.value.code == -32603
-            with pytest.raises(jitpc.RemoteError) as chosen:
-                await client.call(Fail(how="rpc"))
-            assert (chosen.value.code, chosen.value.message, chosen.value.data) == (
-                -32001,
-                "quota exceeded",
-                {"limit": 10},
-            )
+    client = await jitpc_client(typed_router(), spindown=False)
+    with pytest.raises(jitpc.MethodNotFound):
+        await client.call(Nope())
+    with pytest.raises(jitpc.InternalError, match="no such counter") as internal:
+        await client.call(Fail(how="raise"))
+    assert internal.value.code == -32603
+    with pytest.raises(jitpc.RemoteError) as chosen:
+        await client.call(Fail(how="rpc"))
+    assert (chosen.value.code, chosen.value.message, chosen.value.data) == (
+        -32001,
+        "quota exceeded",
+        {"limit": 10},
+    )
 
 
 async def test_bad_result_is_an_internal_error_and_logged(
-    server_id: str, caplog: pytest.LogCaptureFixture
+    jitpc_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with asyncio.timeout(HANG):
-        async with await typed_server(server_id), jitpc.connect(server_id) as client:
-            with caplog.at_level(logging.ERROR, logger="jitpc"):
-                with pytest.raises(jitpc.InternalError, match="failed validation") as info:
-                    await client.call(Fail(how="bad-result"))
+    client = await jitpc_client(typed_router(), spindown=False)
+    with caplog.at_level(logging.ERROR, logger="jitpc"):
+        with pytest.raises(jitpc.InternalError, match="failed validation") as info:
+            await client.call(Fail(how="bad-result"))
     assert [e["loc"] for e in info.value.data] == [["count"]]
     assert info.value.message == (
         "the server's result for 'fail' failed validation: count: Input should be a valid "
@@ -219,37 +216,33 @@ async def test_bad_result_is_an_internal_error_and_logged(
     assert any("does not fit its result type" in r.getMessage() for r in caplog.records)
 
 
-async def test_client_validates_results(server_id: str) -> None:
+async def test_client_validates_results(jitpc_client: ClientFactory) -> None:
     def untyped(client: jitpc.Client) -> None:
         client.respond("inc", lambda params: {"key": params["key"], "count": "many"})
 
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=untyped, spindown=False)
-        assert server is not None
-        async with server, jitpc.connect(server_id) as client:
-            with pytest.raises(jitpc.ResultValidationError) as info:
-                await client.call(Inc(key="a"))
-            assert info.value.result == {"key": "a", "count": "many"}
-            assert [e["loc"] for e in info.value.errors] == [["count"]]
-            assert isinstance(info.value, ValueError)
+    client = await jitpc_client(on_client=untyped, spindown=False)
+    with pytest.raises(jitpc.ResultValidationError) as info:
+        await client.call(Inc(key="a"))
+    assert info.value.result == {"key": "a", "count": "many"}
+    assert [e["loc"] for e in info.value.errors] == [["count"]]
+    assert isinstance(info.value, ValueError)
 
 
-async def test_typed_notifications(server_id: str) -> None:
+async def test_typed_notifications(jitpc_client: ClientFactory) -> None:
     logs: list[str] = []
-    async with asyncio.timeout(HANG):
-        async with await typed_server(server_id, logs), jitpc.connect(server_id) as client:
-            client.notify(Log(line="one"))
-            client.notify(Log(line="two"))
-            client.notify("log", {"line": 3})  # invalid: dropped, nothing to answer
-            # Messages are handled in order, so a round trip means both were handled.
-            await client.call(Whoami())
-            assert logs == ["one", "two"]
-            await client.call(Log(line="three"))  # may also be called; the answer is null
-            assert logs == ["one", "two", "three"]
+    client = await jitpc_client(typed_router(logs), spindown=False)
+    client.notify(Log(line="one"))
+    client.notify(Log(line="two"))
+    client.notify("log", {"line": 3})  # invalid: dropped, nothing to answer
+    # Messages are handled in order, so a round trip means both were handled.
+    await client.call(Whoami())
+    assert logs == ["one", "two"]
+    await client.call(Log(line="three"))  # may also be called; the answer is null
+    assert logs == ["one", "two", "three"]
 
 
 async def test_router_on_several_servers_and_on_a_client(
-    server_id: str,
+    jitpc_id: str,
 ) -> None:
     shared = jitpc.Router()
 
@@ -272,20 +265,19 @@ async def test_router_on_several_servers_and_on_a_client(
         task = asyncio.ensure_future(ask_back())
         client.user_data = task
 
-    async with asyncio.timeout(HANG):
-        first = await jitpc.listen(server_id, on_client=on_client, spindown=False)
-        second = await jitpc.listen(server_id + "b", spindown=False)
-        assert first is not None and second is not None
-        first.mount(shared)
-        second.mount(shared)
-        async with first, second:
-            a, b = jitpc.connect(server_id), jitpc.connect(server_id + "b")
-            a.mount(answers)
-            assert (await a.call(Inc(key="x"))).count == 100
-            assert (await b.call(Inc(key="x"))).count == 100
-            assert await asked.get() == "ready? yes (client 0)"
-            await a.end()
-            await b.end()
+    first = await jitpc.listen(jitpc_id, on_client=on_client, spindown=False)
+    second = await jitpc.listen(jitpc_id + "b", spindown=False)
+    assert first is not None and second is not None
+    first.mount(shared)
+    second.mount(shared)
+    async with first, second:
+        a, b = jitpc.connect(jitpc_id), jitpc.connect(jitpc_id + "b")
+        a.mount(answers)
+        assert (await a.call(Inc(key="x"))).count == 100
+        assert (await b.call(Inc(key="x"))).count == 100
+        assert await asked.get() == "ready? yes (client 0)"
+        await a.end()
+        await b.end()
 
 
 def test_handlers_are_checked_when_registered() -> None:
@@ -354,34 +346,33 @@ class Late(jitpc.Method[int], method="late"):
     """Registered after a first rpc.discover."""
 
 
-async def test_server_answers_rpc_discover(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        async with await typed_server(server_id) as server, jitpc.connect(server_id) as client:
-            doc = await client.request("rpc.discover")
-            assert doc == server.openrpc()
-            assert doc["info"]["title"] == server_id
-            assert {m["name"] for m in doc["methods"]} == {
-                "inc",
-                "Peek",
-                "whoami",
-                "echo-rich",
-                "log",
-                "fail",
-            }
-            assert "Rich" in doc["components"]["schemas"]
-            assert await client.request("rpc.discover") == doc
+async def test_server_answers_rpc_discover(jitpc_id: str) -> None:
+    async with await typed_server(jitpc_id) as server, jitpc.connect(jitpc_id) as client:
+        doc = await client.request("rpc.discover")
+        assert doc == server.openrpc()
+        assert doc["info"]["title"] == jitpc_id
+        assert {m["name"] for m in doc["methods"]} == {
+            "inc",
+            "Peek",
+            "whoami",
+            "echo-rich",
+            "log",
+            "fail",
+        }
+        assert "Rich" in doc["components"]["schemas"]
+        assert await client.request("rpc.discover") == doc
 
-            # A method added later is in the next answer.
-            @server.method
-            def late(params: Late) -> int:
-                return 1
+        # A method added later is in the next answer.
+        @server.method
+        def late(params: Late) -> int:
+            return 1
 
-            again = await client.request("rpc.discover")
-            assert {m["name"] for m in again["methods"]} == {
-                *(m["name"] for m in doc["methods"]),
-                "late",
-            }
-            assert again == server.openrpc()
+        again = await client.request("rpc.discover")
+        assert {m["name"] for m in again["methods"]} == {
+            *(m["name"] for m in doc["methods"]),
+            "late",
+        }
+        assert again == server.openrpc()
 
 
 def test_the_known_plain_result_types_stay_bounded() -> None:
@@ -642,20 +633,18 @@ def test_registration_rejects_clear_mismatches(
         jitpc.Router().add_method(handler)
 
 
-async def test_compatible_handlers_answer_with_the_result_type(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, spindown=False)
-        assert server is not None
-        for handler in (total_sub, draw_either, find_optional, ratio_int, inc_awaitable):
-            server.add_method(handler)
-        async with server, jitpc.connect(server_id) as client:
-            # SubCounter's extra field goes on the wire; Counter ignores it.
-            assert await client.call(Total()) == [Counter(key="s", count=1)]
-            assert await client.call(Draw(shape="square")) == Square(side=2)
-            assert await client.call(Draw(shape="circle")) == Circle(radius=1)
-            assert await client.call(Find(key="a")) is None
-            assert await client.call(Ratio()) == 1.0
-            assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
+async def test_compatible_handlers_answer_with_the_result_type(jitpc_client: ClientFactory) -> None:
+    router = jitpc.Router()
+    for handler in (total_sub, draw_either, find_optional, ratio_int, inc_awaitable):
+        router.add_method(handler)
+    client = await jitpc_client(router, spindown=False)
+    # SubCounter's extra field goes on the wire; Counter ignores it.
+    assert await client.call(Total()) == [Counter(key="s", count=1)]
+    assert await client.call(Draw(shape="square")) == Square(side=2)
+    assert await client.call(Draw(shape="circle")) == Circle(radius=1)
+    assert await client.call(Find(key="a")) is None
+    assert await client.call(Ratio()) == 1.0
+    assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
 
 
 # -- Params evolve safely: unknown params fields are refused, unknown result fields ignored -----
@@ -697,88 +686,79 @@ class GetStrict(jitpc.Method[Strict], method="get-strict"):
     pass
 
 
-async def test_unknown_params_fields_are_invalid_params(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        async with await typed_server(server_id), jitpc.connect(server_id) as client:
-            with pytest.raises(jitpc.InvalidParams) as info:
-                await client.call(IncV2(key="a", by=2))
-            assert info.value.code == -32602
-            assert info.value.data == [
-                {"loc": ["by"], "type": "extra_forbidden", "msg": "Extra inputs are not permitted"}
-            ]
-            assert info.value.message == (
-                "invalid params for 'inc': by: Extra inputs are not permitted"
-            )
-            with pytest.raises(jitpc.InvalidParams) as untyped:
-                await client.request("inc", {"key": "a", "x": 1, "y": 2})
-            assert [(e["loc"], e["type"]) for e in untyped.value.data] == [
-                (["x"], "extra_forbidden"),
-                (["y"], "extra_forbidden"),
-            ]
-            assert untyped.value.message.endswith("x: Extra inputs are not permitted (+1 more)")
-            # Nothing ran.
-            assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
+async def test_unknown_params_fields_are_invalid_params(jitpc_client: ClientFactory) -> None:
+    client = await jitpc_client(typed_router(), spindown=False)
+    with pytest.raises(jitpc.InvalidParams) as info:
+        await client.call(IncV2(key="a", by=2))
+    assert info.value.code == -32602
+    assert info.value.data == [
+        {"loc": ["by"], "type": "extra_forbidden", "msg": "Extra inputs are not permitted"}
+    ]
+    assert info.value.message == ("invalid params for 'inc': by: Extra inputs are not permitted")
+    with pytest.raises(jitpc.InvalidParams) as untyped:
+        await client.request("inc", {"key": "a", "x": 1, "y": 2})
+    assert [(e["loc"], e["type"]) for e in untyped.value.data] == [
+        (["x"], "extra_forbidden"),
+        (["y"], "extra_forbidden"),
+    ]
+    assert untyped.value.message.endswith("x: Extra inputs are not permitted (+1 more)")
+    # Nothing ran.
+    assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
 
 
-async def test_a_params_model_may_ignore_or_allow_unknown_fields(server_id: str) -> None:
+async def test_a_params_model_may_ignore_or_allow_unknown_fields(jitpc_id: str) -> None:
     seen: list[dict[str, Any] | None] = []
-    async with asyncio.timeout(HANG):
-        server = await typed_server(server_id)
+    server = await typed_server(jitpc_id)
 
-        @server.method
-        def lenient(params: Lenient) -> Counter:
-            seen.append(params.model_extra)
-            return Counter(key=params.key, count=0)
+    @server.method
+    def lenient(params: Lenient) -> Counter:
+        seen.append(params.model_extra)
+        return Counter(key=params.key, count=0)
 
-        @server.method
-        def open_(params: Open) -> Counter:
-            seen.append(params.model_extra)
-            return Counter(key=params.key, count=len(params.model_extra or {}))
+    @server.method
+    def open_(params: Open) -> Counter:
+        seen.append(params.model_extra)
+        return Counter(key=params.key, count=len(params.model_extra or {}))
 
-        async with server, jitpc.connect(server_id) as client:
-            assert await client.request("lenient", {"key": "a", "new": 1}) == {
-                "key": "a",
-                "count": 0,
-            }
-            assert await client.request("open", {"key": "a", "new": 1}) == {"key": "a", "count": 1}
-            # A model that allows extras sends them too.
-            assert await client.call(Open(key="b", more="x")) == Counter(key="b", count=1)  # type: ignore[call-arg]
+    async with server, jitpc.connect(jitpc_id) as client:
+        assert await client.request("lenient", {"key": "a", "new": 1}) == {
+            "key": "a",
+            "count": 0,
+        }
+        assert await client.request("open", {"key": "a", "new": 1}) == {"key": "a", "count": 1}
+        # A model that allows extras sends them too.
+        assert await client.call(Open(key="b", more="x")) == Counter(key="b", count=1)  # type: ignore[call-arg]
     assert seen == [None, {"new": 1}, {"more": "x"}]
 
 
-async def test_results_with_unknown_fields_validate(server_id: str) -> None:
+async def test_results_with_unknown_fields_validate(jitpc_client: ClientFactory) -> None:
     def newer_server(client: jitpc.Client) -> None:
         client.respond("inc", lambda params: {"key": params["key"], "count": 1, "added": True})
         client.respond("echo-inc", lambda params: {**params["value"], "added": True})
         client.respond("echo-incs", lambda params: [{"key": "a", "added": 1}, {"key": "b"}])
         client.respond("get-strict", lambda params: {"key": "a", "added": True})
 
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, on_client=newer_server, spindown=False)
-        assert server is not None
-        async with server, jitpc.connect(server_id) as client:
-            assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
-            # A Method model inside a result ignores them too...
-            echoed = await client.call(EchoInc(value=Inc(key="k")))
-            assert echoed == Inc(key="k") and type(echoed) is Inc
-            assert await client.call(EchoIncs()) == [Inc(key="a"), Inc(key="b")]
-            # ... while a result model that forbids them says so.
-            with pytest.raises(jitpc.ResultValidationError) as info:
-                await client.call(GetStrict())
-            assert [e["type"] for e in info.value.errors] == ["extra_forbidden"]
+    client = await jitpc_client(on_client=newer_server, spindown=False)
+    assert await client.call(Inc(key="a")) == Counter(key="a", count=1)
+    # A Method model inside a result ignores them too...
+    echoed = await client.call(EchoInc(value=Inc(key="k")))
+    assert echoed == Inc(key="k") and type(echoed) is Inc
+    assert await client.call(EchoIncs()) == [Inc(key="a"), Inc(key="b")]
+    # ... while a result model that forbids them says so.
+    with pytest.raises(jitpc.ResultValidationError) as info:
+        await client.call(GetStrict())
+    assert [e["type"] for e in info.value.errors] == ["extra_forbidden"]
     # As params, Inc still refuses them.
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         Inc.model_validate({"key": "a", "added": True})
 
 
-async def test_a_handler_result_with_unknown_fields_validates(server_id: str) -> None:
-    async with asyncio.timeout(HANG):
-        server = await jitpc.listen(server_id, spindown=False)
-        assert server is not None
+async def test_a_handler_result_with_unknown_fields_validates(jitpc_client: ClientFactory) -> None:
+    router = jitpc.Router()
 
-        @server.method
-        def echo_inc(params: EchoInc) -> Inc:
-            return {**params.value.model_dump(), "added": True}  # type: ignore[return-value]
+    @router.method
+    def echo_inc(params: EchoInc) -> Inc:
+        return {**params.value.model_dump(), "added": True}  # type: ignore[return-value]
 
-        async with server, jitpc.connect(server_id) as client:
-            assert await client.call(EchoInc(value=Inc(key="k"))) == Inc(key="k")
+    client = await jitpc_client(router, spindown=False)
+    assert await client.call(EchoInc(value=Inc(key="k"))) == Inc(key="k")
