@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,23 @@ def test_posix_address() -> None:
 def test_address_normalises_like_node_path_join() -> None:
     addr = address("a/../b", {"TMPDIR": "/tmp"}, platform="linux")
     assert addr.socket == "/tmp/b.sock"
+
+
+def test_an_address_is_an_immutable_value() -> None:
+    addr = jitpc.address("my-app", {"TMPDIR": "/tmp"}, platform="linux")
+    same = jitpc.address("my-app", {"TMPDIR": "/tmp"}, platform="linux")
+    other = jitpc.address("my-app", {"TMPDIR": "/var/tmp"}, platform="linux")
+    assert addr == same and hash(addr) == hash(same) and addr != other
+    assert len({addr, same, other}) == 2
+    assert addr != ("my-app", addr.socket, addr.lock)  # a value of its own, not a tuple
+    with pytest.raises(AttributeError):
+        addr.socket = "/elsewhere.sock"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del addr.lock
+    assert copy.copy(addr) == pickle.loads(pickle.dumps(addr)) == addr
+    assert repr(addr) == (
+        "Address(server_id='my-app', socket='/tmp/my-app.sock', lock='/tmp/my-app.lock')"
+    )
 
 
 def test_windows_address() -> None:

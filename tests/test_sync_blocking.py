@@ -111,6 +111,27 @@ def test_an_untyped_one_shot_imports_neither_asyncio_nor_pydantic(
         assert name not in imported, name
 
 
+def test_a_cli_one_shot_imports_neither_asyncio_nor_pydantic(
+    jitpc_id: str, sync_server: subprocess.Popen[bytes]
+) -> None:
+    # call, notify, ping, status, where and discover run on the blocking layer.
+    for argv in (["call", jitpc_id, "echo", '{"a":1}'], ["ping", jitpc_id]):
+        run = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "jitpc", *argv],
+            capture_output=True,
+            text=True,
+            env=python_env(),
+            timeout=HANG,
+            cwd=ROOT,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == ('{"a":1}\n' if argv[0] == "call" else "alive\n")
+        imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
+        assert "jitpc._blocking" in imported
+        for name in ("asyncio", "pydantic", "pydantic_core", "dataclasses", "shutil"):
+            assert name not in imported, (argv, name)
+
+
 def test_spinup_and_spawn_through_the_sync_layer(jitpc_id: str, tmp_path: Path) -> None:
     starts = tmp_path / "starts"
     hook = jitpc.spawn(peer_command("spawn_daemon.py", jitpc_id, starts), env=python_env())
