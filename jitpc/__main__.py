@@ -1,7 +1,7 @@
 """The ``jitpc`` command: talk to a jitpc server from a shell (``python -m jitpc`` or ``jitpc``).
 
-A thin layer over the public API (``jitpc.connect`` and the error tree); it never starts a
-server. Commands::
+A thin layer over the public API (``jitpc.sync.connect``, ``jitpc.connect`` for ``ls`` and
+``stop``, and the error tree); it never starts a server. Commands::
 
     jitpc call ID METHOD [PARAMS_JSON]    send a request, print its result as JSON on stdout
     jitpc notify ID METHOD [PARAMS_JSON]  send a notification

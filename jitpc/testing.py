@@ -148,7 +148,8 @@ END_TIMEOUT = 5.0
 #: Lines of a daemon's log quoted when it fails.
 LOG_LINES = 40
 
-# Files jitpc leaves by design (docs/daemons.md, Lifetimes): not "left behind" unless a lock is held.
+# Files jitpc leaves by design (docs/daemons.md, Lifetimes): not "left behind" unless a lock
+# is held.
 _REMNANTS = ("*.lock", "*.log", "*.log.1")
 # The worker pool's threads live on, idle, by design: not left behind.
 _POOL_THREAD = "jitpc worker"

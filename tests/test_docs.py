@@ -8,7 +8,7 @@ block is comes from its language, and from an HTML comment on the line before it
 
 * ````` ```python `````: a script. It is written to a file in the working directory and run with
   this interpreter (this checkout's jitpc importable), and must exit 0. Where it shows its
-  output, the output is checked: the text after each ``#> `` (a comment on its own line, or
+  output, the output is checked: the text after each ``# >`` (a comment on its own line, or
   after code) is a line the script must print on stdout, and a block with such lines must print
   exactly those lines, in order (stderr is not checked: a handler's logged traceback, say).
 * ````` ```js `````: a Node script, run with ``node``, ``NODE_PATH`` reaching jitpc@2.2.7 (the
@@ -62,7 +62,8 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]*)[
 MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<what>.*?)\s*-->\s*$")
 SNIPPET = re.compile(r'^\s*--8<--\s+"(?P<file>[^":]+)(?::(?P<section>[\w-]+))?"\s*$')
 SECTION = re.compile(r"--8<--\s*\[(?P<edge>start|end):(?P<name>[\w-]+)\]")
-SHOWN = re.compile(r"(?:^|\s)#> ?(?P<line>.*)$")
+# ``#>``, or ``# >`` as ruff's formatter writes it (it formats the pages' blocks too).
+SHOWN = re.compile(r"(?:^|\s)# ?> ?(?P<line>.*)$")
 
 
 @dataclass
