@@ -1,10 +1,19 @@
-"""A blocking jitpc client, for programs that do not use asyncio.
+"""A blocking jitpc client, for programs that do not use asyncio. A client of the counter
+daemon of the docs' "The sync facade" (``counters.py``, which also holds its models)::
 
+    import sys
+
+    import jitpc
     import jitpc.sync
+    from counters import Inc
 
-    with jitpc.sync.connect("counters", spinup=spawn) as client:
+    spawn = jitpc.spawn([sys.executable, "counters.py"])
+    with jitpc.sync.connect("counters", spinup=spawn, connect_timeout=15) as client:
         counter = client.call(Inc(key="a"))  # a Counter, as with the async client
+        print(repr(counter))
+        # > Counter(key='a', count=1)
         print(client.request("inc", {"key": "a"}, timeout=5))
+        # > {'key': 'a', 'count': 2}
 
 A blocking I/O layer over the same sans-I/O core as :class:`jitpc.Client` (see
 :mod:`jitpc._blocking`), with threads and a blocking socket, as websockets' ``sync`` package

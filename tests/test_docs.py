@@ -38,13 +38,17 @@ The build test also counts the code blocks of each rendered page, so that an ind
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import os
 import re
 import signal
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -333,3 +337,49 @@ def test_the_reference_has_every_public_name() -> None:
     text = "\n".join(path.read_text() for path in (DOCS / "reference").glob("*.md"))
     rendered = set(re.findall(r"^::: (\S+)$", text, re.MULTILINE))
     assert {f"jitpc.{name}" for name in jitpc.__all__} | {"jitpc.sync", "jitpc.testing"} <= rendered
+
+
+def literal_blocks(doc: str) -> list[str]:
+    """The ``::`` literal blocks of a docstring (``inspect.getdoc``'s text), dedented."""
+    found = []
+    lines = doc.splitlines()
+    for i, line in enumerate(lines):
+        if not line.rstrip().endswith("::"):
+            continue
+        body = list(itertools.takewhile(lambda text: not text or text[0] == " ", lines[i + 1 :]))
+        found.append(textwrap.dedent("\n".join(body)).strip("\n") + "\n")
+    return found
+
+
+#: Docstring code that runs elsewhere than on a page: where.
+RUN_ELSEWHERE = {
+    "jitpc.testing": "tests/test_testing.py::test_the_module_docstring_example_passes",
+}
+
+
+def test_every_docstring_example_the_reference_shows_is_run() -> None:
+    """The reference renders docstrings, and their code: each example is a page's sample
+    (which the page's test runs), or is run by the test named in RUN_ELSEWHERE."""
+    import jitpc
+    import jitpc.sync
+    import jitpc.testing
+
+    objects: dict[str, Any] = {"jitpc.sync": jitpc.sync, "jitpc.testing": jitpc.testing}
+    for owner_name, owner in [("jitpc", jitpc), ("jitpc.sync", jitpc.sync)]:
+        for name in owner.__all__:
+            objects[f"{owner_name}.{name}"] = obj = getattr(owner, name)
+            if inspect.isclass(obj):
+                for member in dir(obj):
+                    if not member.startswith("_"):
+                        objects[f"{owner_name}.{name}.{member}"] = getattr(obj, member)
+    samples = [block.text for page in PAGES for block in blocks(page) if block.lang == "python"]
+    examples = 0
+    for name, obj in objects.items():
+        for code in literal_blocks(inspect.getdoc(obj) or ""):
+            if name in RUN_ELSEWHERE:
+                continue
+            examples += 1
+            assert any(code in sample for sample in samples), (
+                f"{name}'s docstring shows code that no page runs:\n{code}"
+            )
+    assert examples >= 1  # (jitpc.sync's)
