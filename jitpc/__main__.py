@@ -235,7 +235,9 @@ def _count(text: str) -> int:
     return value
 
 
-def _parser() -> _Parser:
+def _parser(wanted: str | None = None) -> _Parser:
+    """The command line's parser; with ``wanted`` (a command), one that knows only that command:
+    each command's parser costs a one-shot command ~0.5 ms (argparse's gettext lookups)."""
     common = _Parser(add_help=False)
     common.add_argument("id", metavar="ID", help="the server's jitpc id")
     common.add_argument(
@@ -275,7 +277,10 @@ def _parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"jitpc {jitpc.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, help: str, *parents: _Parser, connect: bool = True) -> _Parser:
+    def add(name: str, help: str, *parents: _Parser, connect: bool = True) -> _Parser | None:
+        """The command's parser (``None``, and none made, if another command is ``wanted``)."""
+        if wanted is not None and wanted != name:
+            return None
         command = commands.add_parser(
             name,
             help=help,
@@ -311,17 +316,18 @@ def _parser() -> _Parser:
         "locks nothing",
         connect=False,
     )
-    ls.add_argument("--json", action="store_true", help="print a JSON list of objects")
-    ls.add_argument(
-        "--all", action="store_true", help="also list stale ids (no lock held, no answer)"
-    )
-    ls.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=_seconds,
-        default=LS_TIMEOUT,
-        help=f"how long each server has to answer (default {LS_TIMEOUT:g})",
-    )
+    if ls is not None:
+        ls.add_argument("--json", action="store_true", help="print a JSON list of objects")
+        ls.add_argument(
+            "--all", action="store_true", help="also list stale ids (no lock held, no answer)"
+        )
+        ls.add_argument(
+            "--timeout",
+            metavar="SECONDS",
+            type=_seconds,
+            default=LS_TIMEOUT,
+            help=f"how long each server has to answer (default {LS_TIMEOUT:g})",
+        )
 
     stop = add(
         "stop",
@@ -329,35 +335,36 @@ def _parser() -> _Parser:
         "--force: then SIGTERM, then SIGKILL",
         connect=False,
     )
-    stop.add_argument("id", metavar="ID", help="the server's jitpc id")
-    stop.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=_seconds,
-        default=STOP_TIMEOUT,
-        help="how long the server has to answer and release the id, connecting included "
-        f"(default {STOP_TIMEOUT:g}); then exit 4, or with --force signal it",
-    )
-    stop.add_argument(
-        "--grace",
-        metavar="SECONDS",
-        type=_seconds,
-        help="how long the server lets requests in flight finish (default: the server's, 5 s "
-        "for Python jitpc)",
-    )
-    stop.add_argument(
-        "--force",
-        action="store_true",
-        help="if the server does not answer rpc.shutdown (Node jitpc has none) or still holds "
-        "the id after --timeout, send SIGTERM to its pid, then SIGKILL",
-    )
-    stop.add_argument(
-        "--kill-after",
-        metavar="SECONDS",
-        type=_seconds,
-        default=KILL_AFTER,
-        help=f"with --force: seconds from SIGTERM to SIGKILL (default {KILL_AFTER:g})",
-    )
+    if stop is not None:
+        stop.add_argument("id", metavar="ID", help="the server's jitpc id")
+        stop.add_argument(
+            "--timeout",
+            metavar="SECONDS",
+            type=_seconds,
+            default=STOP_TIMEOUT,
+            help="how long the server has to answer and release the id, connecting included "
+            f"(default {STOP_TIMEOUT:g}); then exit 4, or with --force signal it",
+        )
+        stop.add_argument(
+            "--grace",
+            metavar="SECONDS",
+            type=_seconds,
+            help="how long the server lets requests in flight finish (default: the server's, 5 s "
+            "for Python jitpc)",
+        )
+        stop.add_argument(
+            "--force",
+            action="store_true",
+            help="if the server does not answer rpc.shutdown (Node jitpc has none) or still holds "
+            "the id after --timeout, send SIGTERM to its pid, then SIGKILL",
+        )
+        stop.add_argument(
+            "--kill-after",
+            metavar="SECONDS",
+            type=_seconds,
+            default=KILL_AFTER,
+            help=f"with --force: seconds from SIGTERM to SIGKILL (default {KILL_AFTER:g})",
+        )
 
     logs = add(
         "logs",
@@ -365,15 +372,16 @@ def _parser() -> _Parser:
         "starting in the rotated <ID>.log.1 if the log is shorter",
         connect=False,
     )
-    logs.add_argument("id", metavar="ID", help="the server's jitpc id")
-    logs.add_argument(
-        "-n",
-        "--lines",
-        metavar="LINES",
-        type=_count,
-        default=LOG_LINES,
-        help=f"how many lines (default {LOG_LINES})",
-    )
+    if logs is not None:
+        logs.add_argument("id", metavar="ID", help="the server's jitpc id")
+        logs.add_argument(
+            "-n",
+            "--lines",
+            metavar="LINES",
+            type=_count,
+            default=LOG_LINES,
+            help=f"how many lines (default {LOG_LINES})",
+        )
     return parser
 
 
@@ -893,7 +901,11 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``jitpc`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     try:
-        args = _parser().parse_command_line(sys.argv[1:] if argv is None else argv)
+        argv = sys.argv[1:] if argv is None else argv
+        # The top level has no option taking a value, so a command first is all that is asked
+        # for (with -h or --version first, the whole parser is).
+        wanted = argv[0] if argv and argv[0] in COMMANDS else None
+        args = _parser(wanted).parse_command_line(argv)
     except SystemExit as exc:  # --help, --version, usage errors: return the code, don't exit
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
     try:

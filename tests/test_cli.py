@@ -249,6 +249,19 @@ async def test_help_exits_0_and_documents_the_exit_codes() -> None:
         assert "--timeout SECONDS" in usage.out and "--connect-timeout SECONDS" in usage.out
 
 
+def test_help_is_the_same_whichever_way_it_is_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    # (A command given first gets a parser that knows only that command: it must not show.)
+    def shown(*argv: str) -> str:
+        assert main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    whole = shown("--help")
+    assert shown("-h", "call") == whole
+    for command in ("call", "notify", "ping", "status", "where", "discover", "ls", "stop", "logs"):
+        assert f"\n    {command} " in whole, command
+        assert shown(command, "--help").startswith(f"usage: jitpc {command} ")
+
+
 def test_main_returns_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert main(["call", "x", "echo", "{"]) == 64
