@@ -13,7 +13,7 @@ import inspect
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._connection import OPEN
 from ._lock import wait_free_at
@@ -31,12 +31,14 @@ from ._steps import (
     Reaper,
     Scope,
     Sleep,
-    Steps,
     WaitFree,
     read_line,
 )
 from ._threads import run_in_own_thread, run_in_thread, settle_threadsafe
 from ._transport import open_stream
+
+if TYPE_CHECKING:
+    from ._steps import Steps
 
 __all__ = ["run", "run_hook"]
 

@@ -8,9 +8,11 @@ imported that a one-shot does not need (``logging`` is imported when something i
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._errors import InternalError, MethodNotFound, RemoteError, RequestCancelled
+
+TYPE_CHECKING = False  # (not typing's: a one-shot command need not import typing, ~3.5 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "COMPLAINTS_LOGGED",

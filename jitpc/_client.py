@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 # pydantic-core's, which pydantic re-exports: an untyped client never imports pydantic.
 from pydantic_core import ValidationError
 
-from ._connect import CONNECT_TIMEOUT, Connector, OnMismatch, Spinup, expect
+from ._connect import CONNECT_TIMEOUT, Connector, Spinup, expect
 from ._connection import CLOSED, CONNECTING, ENDING, OPEN, Connection, Responder, log_fields
 from ._errors import ClosedError, ConnectError
 from ._json import dump
@@ -36,6 +36,7 @@ from ._threads import run_in_thread
 
 if TYPE_CHECKING:
     from ._method import Method
+    from ._steps import OnMismatch
 
 __all__ = ["Client", "Responder", "Routes", "Spinup", "TypedResponder", "connect"]
 

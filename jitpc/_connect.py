@@ -42,7 +42,6 @@ from ._steps import (
     JITTER,
     RESTART_GRACE,
     Expected,
-    OnMismatch,
     Plan,
     expect,
 )
@@ -54,7 +53,6 @@ __all__ = [
     "RESTART_GRACE",
     "Connector",
     "Expected",
-    "OnMismatch",
     "Spinup",
     "expect",
     "run_hook",

@@ -37,18 +37,19 @@ import socket
 import stat
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any, Protocol
 
+TYPE_CHECKING = False  # (not typing's: a one-shot command need not import typing, ~3.5 ms)
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, Protocol
+
+    class Holder(Protocol):
+        """Holds a descriptor: ``fileno()`` is -1 once closed. A Python socket, or a Lock."""
+
+        def fileno(self) -> int: ...
+
 
 __all__ = ["sole_owner", "track", "track_listener", "track_transport"]
-
-
-class Holder(Protocol):
-    """Holds a descriptor: ``fileno()`` is -1 once closed. A Python socket, or a Lock."""
-
-    def fileno(self) -> int: ...
 
 
 # Each holder, and whether it alone may close its number (so detaching it is enough).

@@ -38,12 +38,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConnectError
 from ._lock import try_acquire
 from ._paths import address, check_owner
-from ._steps import Queue, Ready, Scope, Steps, Turn, WaitFree
+from ._steps import Queue, Ready, Scope, Turn, WaitFree
+
+if TYPE_CHECKING:
+    from ._steps import Steps
 
 __all__ = ["LOG_MAX_BYTES", "READY_ENV", "Spawn", "announce", "spawn"]
 

@@ -16,25 +16,26 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     from _queue import SimpleQueue  # what queue.SimpleQueue is, without queue's own imports
 except ImportError:  # pragma: no cover (another Python)
     from queue import SimpleQueue
 
+
+TYPE_CHECKING = False  # (not typing's: a one-shot command need not import typing, ~3.5 ms)
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+    #: A job: the function, and what is told its outcome (``ok``, the result or the exception).
+    _Job = tuple[Callable[[], Any], Callable[[bool, Any], object]]
 
 __all__ = ["MAX_WORKERS", "run_in_own_thread", "run_in_thread", "settle_threadsafe", "submit"]
 
-T = TypeVar("T")
-
 #: Worker threads at most, for the whole process.
 MAX_WORKERS = 16
-
-#: A job: the function, and what is told its outcome (``ok``, the result or the exception).
-_Job = tuple[Callable[[], Any], Callable[[bool, Any], object]]
 
 _lock = threading.Lock()
 _jobs: SimpleQueue[_Job] = SimpleQueue()

@@ -25,18 +25,42 @@ import socket
 import stat
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _fork
 from ._paths import check_owner, file_identity
 from ._peercred import check_peer
 
+TYPE_CHECKING = False  # (not typing's: a one-shot command need not import typing, ~3.5 ms)
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, Protocol
+
+    class Stream(Protocol):
+        """A connected blocking stream, for the blocking layer: one thread may :meth:`recv` while
+        others send (under the caller's own lock)."""
+
+        def recv(self, size: int) -> bytes:
+            """Block until some bytes come; ``b""`` at the end of the stream (or once shut down).
+
+            Raises:
+                OSError: the stream failed.
+            """
+
+        def send_nowait(self, data: bytes) -> int:
+            """Write what can be written without blocking; return how many bytes were."""
+
+        def sendall(self, data: bytes) -> None:
+            """Write it all, blocking as long as the peer does not read (until :meth:`shutdown`)."""
+
+        def shutdown(self) -> None:
+            """Wake :meth:`recv` and :meth:`sendall` in other threads: both ends are done."""
+
+        def close(self) -> None:
+            """Release the descriptor. Idempotent."""
+
 
 __all__ = [
     "Listener",
-    "Stream",
     "is_retryable",
     "open_blocking",
     "open_stream",
@@ -45,30 +69,6 @@ __all__ = [
 ]
 
 ProtocolFactory = Callable[[], "asyncio.Protocol"]
-
-
-class Stream(Protocol):
-    """A connected blocking stream, for the blocking layer: one thread may :meth:`recv` while
-    others send (under the caller's own lock)."""
-
-    def recv(self, size: int) -> bytes:
-        """Block until some bytes come; ``b""`` at the end of the stream (or once shut down).
-
-        Raises:
-            OSError: the stream failed.
-        """
-
-    def send_nowait(self, data: bytes) -> int:
-        """Write what can be written without blocking; return how many bytes were."""
-
-    def sendall(self, data: bytes) -> None:
-        """Write it all, blocking as long as the peer does not read (until :meth:`shutdown`)."""
-
-    def shutdown(self) -> None:
-        """Wake :meth:`recv` and :meth:`sendall` in other threads: both ends are done."""
-
-    def close(self) -> None:
-        """Release the descriptor. Idempotent."""
 
 
 #: Listen backlog: Node's default. A full backlog makes connects fail or (Linux) half-succeed.

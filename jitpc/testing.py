@@ -110,8 +110,9 @@ if TYPE_CHECKING:
 
     import jitpc
     import jitpc.sync
-    from jitpc._connect import OnMismatch, Spinup
+    from jitpc._connect import Spinup
     from jitpc._server import OnClient, OnError, SpindownHook
+    from jitpc._steps import OnMismatch
 
 __all__ = [
     "BOUND",

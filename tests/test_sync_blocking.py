@@ -107,7 +107,14 @@ def test_an_untyped_one_shot_imports_neither_asyncio_nor_pydantic(
     assert run.stdout == "{'a': 1}\n"
     imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
     assert "jitpc._blocking" in imported  # (the import-time report is there)
-    for name in ("asyncio", "pydantic", "jitpc._method", "jitpc._connection", "concurrent"):
+    for name in (
+        "asyncio",
+        "pydantic",
+        "jitpc._method",
+        "jitpc._connection",
+        "concurrent",
+        "typing",
+    ):
         assert name not in imported, name
 
 
@@ -128,7 +135,7 @@ def test_a_cli_one_shot_imports_neither_asyncio_nor_pydantic(
         assert run.stdout == ('{"a":1}\n' if argv[0] == "call" else "alive\n")
         imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
         assert "jitpc._blocking" in imported
-        for name in ("asyncio", "pydantic", "pydantic_core", "dataclasses", "shutil"):
+        for name in ("asyncio", "pydantic", "pydantic_core", "dataclasses", "shutil", "typing"):
             assert name not in imported, (argv, name)
 
 
