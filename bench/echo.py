@@ -675,6 +675,7 @@ class Driver:
 
     async def spawn(self, cmd: list[str], what: str) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
+            *self.args.prefix,
             *cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -785,6 +786,7 @@ class Driver:
                         pair.failed = str(exc)
                         self.notes.append(f"{pair.impl.key}: stopped after an error: {exc}")
                         continue
+                    result["rep"] = rep
                     rows[pair.impl.key, workload.key].reps.append(result)
                     rate = result["count"] / result["elapsed_s"] if result["elapsed_s"] else 0
                     progress(
@@ -931,6 +933,93 @@ def print_table(summaries: list[dict[str, Any]]) -> None:
         print("" if line is None else render(line))
 
 
+#: Issue 13's goals: (implementation, workload, what is compared with Node's, at least / at most).
+GOALS: list[tuple[str, str, Literal["req/s", "p99"], Literal[">=", "<="], float]] = [
+    ("typed-uvloop", "seq", "req/s", ">=", 0.9),
+    ("typed-uvloop", "inflight64", "req/s", ">=", 1.0),
+    ("typed-uvloop", "seq-1mib", "req/s", ">=", 10.0),
+    ("typed-uvloop", "seq", "p99", "<=", 1.0),
+    ("typed", "seq", "req/s", ">=", 0.75),
+    ("typed", "inflight64", "req/s", ">=", 0.75),
+    ("typed", "seq-1mib", "req/s", ">=", 3.5),
+    ("jitpc-uvloop", "seq", "req/s", ">=", 1.0),
+    ("jitpc-uvloop", "inflight64", "req/s", ">=", 1.3),
+]
+
+
+def goal_ratios(rows: list[Row], impl: str, workload: str, what: str) -> list[float]:
+    """Per repetition, ``impl``'s figure over Node's in the same repetition (the runs of one
+    repetition are next to each other: the machine's state is shared)."""
+    by_key = {(row.impl.key, row.workload.key): row for row in rows}
+    mine, node = by_key.get((impl, workload)), by_key.get((NODE_KEY, workload))
+    if mine is None or node is None:
+        return []
+
+    def figure(rep: dict[str, Any]) -> float | None:
+        if what == "p99":
+            return rep["p99_us"]  # type: ignore[no-any-return]
+        return rep["count"] / rep["elapsed_s"] if rep["elapsed_s"] else None
+
+    nodes = {rep["rep"]: figure(rep) for rep in node.reps}
+    ratios = []
+    for rep in mine.reps:
+        theirs, ours = nodes.get(rep["rep"]), figure(rep)
+        if theirs and ours is not None:
+            ratios.append(ours / theirs)
+    return ratios
+
+
+def goal_results(rows: list[Row]) -> list[dict[str, Any]]:
+    results = []
+    for impl, workload, what, op, bound in GOALS:
+        ratios = sorted(goal_ratios(rows, impl, workload, what))
+        median = statistics.median(ratios) if ratios else None
+        q1 = percentile(ratios, 0.25) if ratios else None
+        q3 = percentile(ratios, 0.75) if ratios else None
+        met = None if median is None else (median >= bound if op == ">=" else median <= bound)
+        results.append(
+            {
+                "impl": impl,
+                "workload": workload,
+                "what": what,
+                "goal": f"{op} {bound:g}x",
+                "median": median,
+                "q1": q1,
+                "q3": q3,
+                "reps": len(ratios),
+                "met": met,
+            }
+        )
+    return results
+
+
+def print_goals(goals: list[dict[str, Any]]) -> None:
+    print("issue 13's goals: per repetition, the row's figure over Node's in that repetition;")
+    print("median and IQR over the repetitions")
+    labels = {impl.key: impl.label for impl in IMPLS}
+    wlabels = {w.key: w.label for w in WORKLOADS}
+    lines = [["implementation", "workload", "figure", "/ node", "IQR", "goal", "met"]]
+    for g in goals:
+        iqr = "-" if g["q1"] is None else f"{g['q1']:.2f}..{g['q3']:.2f}"
+        met = "-" if g["met"] is None else "yes" if g["met"] else "NO"
+        median = "-" if g["median"] is None else f"{g['median']:.2f}x"
+        figure = "p99 latency" if g["what"] == "p99" else "req/s"
+        lines.append(
+            [labels[g["impl"]], wlabels[g["workload"]], figure, median, iqr, g["goal"], met]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for n, line in enumerate(lines):
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    judged = [g for g in goals if g["met"] is not None]
+    missed = [g for g in judged if not g["met"]]
+    print(
+        f"goals met: {len(judged) - len(missed)} of {len(goals)}"
+        + (f" ({len(goals) - len(judged)} not measured)" if len(judged) < len(goals) else "")
+    )
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Echo round-trip benchmark: jitpc vs a hand-written asyncio baseline and "
@@ -951,7 +1040,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=float, help="uncounted warm-up seconds (default 0.2, quick 0.1)"
     )
-    parser.add_argument("--reps", type=int, help="repetitions, median taken (default 5, quick 1)")
+    parser.add_argument("--reps", type=int, help="repetitions, median taken (default 12, quick 1)")
     keys = [i.key for i in IMPLS]
     parser.add_argument(
         "--impl",
@@ -968,15 +1057,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="KEY",
         help=f"only this workload (repeatable): {', '.join(wkeys)}",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run every process with taskset -c 0 (one CPU), for a less noisy variant",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    args.prefix = []
+    if args.pin:
+        taskset = shutil.which("taskset")
+        if taskset is None:
+            parser.error("--pin needs taskset on PATH")
+        args.prefix = [taskset, "-c", "0"]
     quick = args.quick
     if args.seconds is None:
         args.seconds = 0.4 if quick else 0.6
     if args.warmup is None:
         args.warmup = 0.1 if quick else 0.2
     if args.reps is None:
-        args.reps = 1 if quick else 5
+        args.reps = 1 if quick else 12
     if args.seconds <= 0 or args.warmup < 0 or args.reps < 1:
         parser.error("--seconds must be > 0, --warmup >= 0 and --reps >= 1")
     if args.requests is not None and args.requests < 1:
@@ -1019,6 +1119,7 @@ def main(argv: list[str]) -> int:
         "requests": args.requests,
         "warmup_seconds": args.warmup,
         "reps": args.reps,
+        "pinned": " ".join(args.prefix[1:]) or None,
     }
     driver = Driver(args, impls, workloads)
     began = time.monotonic()
@@ -1045,6 +1146,7 @@ def main(argv: list[str]) -> int:
     print(
         f"each figure: median of {args.reps} repetition(s) of {size} after a "
         f"{args.warmup:g} s warm-up; run took {wall:.0f} s"
+        + ("; every process pinned to CPU 0 (taskset -c 0)" if args.pin else "")
     )
     print(
         "latency: per request, send to response; CPU µs: client + server CPU time per request; "
@@ -1052,13 +1154,19 @@ def main(argv: list[str]) -> int:
     )
     print()
     print_table(summaries)
+    goals = goal_results(rows)
+    if any(g["median"] is not None for g in goals):
+        print()
+        print_goals(goals)
     if notes:
         print()
         for note in notes:
             print(f"note: {note}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": summaries, "notes": notes}, f, indent=2)
+            json.dump(
+                {"meta": meta, "results": summaries, "goals": goals, "notes": notes}, f, indent=2
+            )
             f.write("\n")
     return 0 if summaries else 1
 
