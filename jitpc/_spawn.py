@@ -48,7 +48,7 @@ from ._steps import Queue, Ready, Scope, Turn, WaitFree
 if TYPE_CHECKING:
     from ._steps import Steps
 
-__all__ = ["LOG_MAX_BYTES", "READY_ENV", "Spawn", "announce", "spawn"]
+__all__ = ["LOG_MAX_BYTES", "READY_ENV", "Spawn", "announce", "pass_pipe", "spawn"]
 
 #: The environment variable that names the readiness pipe of a daemon started by spawn().
 READY_ENV = "JITPC_READY_FD"
@@ -102,15 +102,19 @@ if sys.platform == "win32":
             raise ValueError(value)
         return msvcrt.open_osfhandle(handle, os.O_WRONLY)
 
-    def _detached(env: dict[str, str], w: int) -> dict[str, Any]:
-        """Popen's arguments that detach the daemon and hand it the pipe's write end ``w``
-        (named in ``env``), and no other handle."""
+    def pass_pipe(env: dict[str, str], w: int) -> dict[str, Any]:
+        """Popen's arguments that hand the child the readiness pipe's write end ``w`` (named
+        in ``env``), and no other handle."""
         handle = msvcrt.get_osfhandle(w)
         os.set_handle_inheritable(handle, True)
         env[READY_ENV] = str(handle)
+        # Only the std handles and this one are inherited (not every inheritable handle).
+        return {"startupinfo": subprocess.STARTUPINFO(lpAttributeList={"handle_list": [handle]})}
+
+    def _detached(env: dict[str, str], w: int) -> dict[str, Any]:
+        """:func:`pass_pipe`'s arguments, and those that detach the daemon."""
         return {
-            # Only the std handles and this one are inherited (not every inheritable handle).
-            "startupinfo": subprocess.STARTUPINFO(lpAttributeList={"handle_list": [handle]}),
+            **pass_pipe(env, w),
             "creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP,
         }
 
@@ -128,14 +132,16 @@ else:
             raise ValueError(value)
         return fd
 
-    def _detached(env: dict[str, str], w: int) -> dict[str, Any]:
-        """Popen's arguments that detach the daemon and hand it the pipe's write end ``w``
-        (named in ``env``), and no other descriptor."""
+    def pass_pipe(env: dict[str, str], w: int) -> dict[str, Any]:
+        """Popen's arguments that hand the child the readiness pipe's write end ``w`` (named
+        in ``env``), and no other descriptor."""
         env[READY_ENV] = f"{w}:{os.fstat(w).st_ino}"
-        return {
-            "pass_fds": (w,),
-            "start_new_session": True,  # no controlling terminal: ^C and hangups are not its own
-        }
+        return {"pass_fds": (w,)}
+
+    def _detached(env: dict[str, str], w: int) -> dict[str, Any]:
+        """:func:`pass_pipe`'s arguments, and those that detach the daemon."""
+        # No controlling terminal: ^C and hangups are not its own.
+        return {**pass_pipe(env, w), "start_new_session": True}
 
 
 def _popen(

@@ -79,7 +79,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -695,23 +694,6 @@ def _status(code: int | None) -> str:
     return f"exited with status {code}"
 
 
-def _read_line(fd: int, into: list[bytes]) -> None:
-    """The first line written to the pipe ``fd`` (``b""`` at its end), then close it."""
-    buffer = b""
-    try:
-        while b"\n" not in buffer and len(buffer) < 65536:
-            data = os.read(fd, 4096)
-            if not data:
-                buffer = b""
-                break
-            buffer += data
-    except OSError:
-        buffer = b""
-    finally:
-        os.close(fd)
-    into.append(buffer.partition(b"\n")[0])
-
-
 class Daemon:
     """A daemon process started by :func:`jitpc_daemon`, serving :attr:`id`."""
 
@@ -816,24 +798,6 @@ class Daemon:
         return bool(answered)
 
 
-if sys.platform == "win32":
-    import msvcrt
-
-    def _pass_pipe(env: dict[str, str], w: int) -> dict[str, Any]:
-        """Popen's arguments that hand the daemon the readiness pipe's write end ``w``."""
-        handle = msvcrt.get_osfhandle(w)
-        os.set_handle_inheritable(handle, True)
-        env["JITPC_READY_FD"] = str(handle)
-        return {"startupinfo": subprocess.STARTUPINFO(lpAttributeList={"handle_list": [handle]})}
-
-else:
-
-    def _pass_pipe(env: dict[str, str], w: int) -> dict[str, Any]:
-        """Popen's arguments that hand the daemon the readiness pipe's write end ``w``."""
-        env["JITPC_READY_FD"] = f"{w}:{os.fstat(w).st_ino}"
-        return {"pass_fds": (w,)}
-
-
 class DaemonFactory:
     """The :func:`jitpc_daemon` fixture: ``daemon = jitpc_daemon(argv, id=...)``."""
 
@@ -870,6 +834,8 @@ class DaemonFactory:
         """
         __tracebackhide__ = True
         import jitpc
+        from jitpc._spawn import pass_pipe
+        from jitpc._steps import read_line
 
         with self._lock:
             if self._closed:
@@ -888,7 +854,7 @@ class DaemonFactory:
                     stderr=out,
                     env=child_env,
                     cwd=cwd,
-                    **_pass_pipe(child_env, w),
+                    **pass_pipe(child_env, w),
                 )
         except BaseException:
             os.close(r)
@@ -900,7 +866,7 @@ class DaemonFactory:
             self.daemons.append(daemon)
         line: list[bytes] = []
         reader = threading.Thread(
-            target=_read_line, args=(r, line), name="jitpc.testing readiness", daemon=True
+            target=lambda: line.append(read_line(r)), name="jitpc.testing readiness", daemon=True
         )
         reader.start()
         reader.join(timeout)
