@@ -9,6 +9,7 @@ import select
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,15 @@ def start_peer(script: str, *args: Any) -> subprocess.Popen[bytes]:
     )
     assert read_line(proc) == b"listening\n"
     return proc
+
+
+def stop_peer(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a peer from :func:`start_peer`, and wait for it (within HANG)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait(HANG)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def read_line(proc: subprocess.Popen[bytes]) -> bytes:
@@ -83,6 +93,36 @@ async def reap(proc: asyncio.subprocess.Process) -> None:
         except ProcessLookupError:
             pass
     await asyncio.wait_for(proc.communicate(), HANG)
+
+
+@dataclass
+class Run:
+    """How a ``python -m jitpc`` run ended."""
+
+    code: int
+    out: str
+    err: str
+
+
+async def run_cli(*args: str | bytes, stdin: bytes = b"") -> Run:
+    """Run ``python -m jitpc ARGS`` with this test's TMPDIR, ``stdin`` on its standard input;
+    wait for it, bounded by HANG."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jitpc",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=python_env(),
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), HANG)
+    finally:
+        await reap(proc)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
 
 
 def echoing(**methods: Any) -> Callable[[Any], None]:

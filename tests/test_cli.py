@@ -13,7 +13,6 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +22,11 @@ import support
 from jitpc import __version__
 from jitpc.__main__ import main
 from jitpc.testing import DaemonFactory
+from support import run_cli as jitpc
 
 pytestmark = pytest.mark.anyio
 
 NODE = shutil.which("node")
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-async def jitpc(*args: str | bytes, stdin: bytes | None = None) -> Run:
-    """Run ``python -m jitpc ARGS`` with this test's TMPDIR; wait for it, bounded by HANG."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "jitpc",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=support.python_env(),
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin or b""), support.HANG)
-    finally:
-        await support.reap(proc)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
 
 
 def strict_json(text: str) -> Any:

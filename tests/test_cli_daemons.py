@@ -14,7 +14,6 @@ import stat
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,38 +21,12 @@ import pytest
 import jitpc
 import support
 from jitpc.__main__ import main
+from support import run_cli as cli
 
 pytestmark = pytest.mark.anyio
 
 NODE = shutil.which("node")
 LINUX = sys.platform == "linux"  # where ls asks a lock without taking it, and peers' pids
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-async def cli(*args: str) -> Run:
-    """Run ``python -m jitpc ARGS`` with this test's TMPDIR; wait for it, bounded by HANG."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "jitpc",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=support.python_env(),
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), support.HANG)
-    finally:
-        await support.reap(proc)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
 
 
 async def next_line(proc: asyncio.subprocess.Process) -> str:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 import jitpc
 import jitpc.sync
-from support import HANG, ROOT, peer_command, python_env, read_line, start_peer
+from support import HANG, ROOT, peer_command, python_env, read_line, start_peer, stop_peer
 
 PORTAL = "jitpc.sync reader"
 
@@ -63,20 +63,13 @@ def start_server(jitpc_id: str) -> subprocess.Popen[bytes]:
     return start_peer("echo_server.py", jitpc_id, "off")
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.kill()
-    proc.wait(HANG)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 @pytest.fixture
 def server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = start_server(jitpc_id)
     try:
         yield proc
     finally:
-        stop_server(proc)
+        stop_peer(proc)
 
 
 @pytest.fixture
@@ -86,7 +79,7 @@ def sync_server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        stop_server(proc)
+        stop_peer(proc)
 
 
 @pytest.mark.usefixtures("server")
@@ -191,7 +184,7 @@ def test_a_blocking_spinup_hook_does_not_hold_a_calls_timeout(jitpc_id: str) -> 
         release.set()
         client.close(timeout=0)
         for proc in started:
-            stop_server(proc)
+            stop_peer(proc)
 
 
 def test_a_call_waiting_to_connect_ends_with_closed_error_when_the_client_closes(
@@ -400,7 +393,7 @@ def test_reconnect_across_a_server_restart(jitpc_id: str) -> None:
         assert not client.closed  # with reconnect, the next call tries again
 
         first = start_peer("sync_server.py", jitpc_id)
-        stack.callback(stop_server, first)
+        stack.callback(stop_peer, first)
         client.respond("double", lambda params: params * 2)
         assert client.request("pid") == first.pid
         assert client.request("ask", {"method": "double", "params": 21}) == 42
@@ -416,7 +409,7 @@ def test_reconnect_across_a_server_restart(jitpc_id: str) -> None:
         waiter = threading.Thread(target=wait)
         waiter.start()
         assert read_line(first) == b"hang r\n"
-        stop_server(first)
+        stop_peer(first)
         waiter.join(HANG)
         # In flight when the server died: it fails, and is never resent. By then the client
         # has dropped the dead connection.
@@ -424,7 +417,7 @@ def test_reconnect_across_a_server_restart(jitpc_id: str) -> None:
         assert not client.closed
 
         second = start_peer("sync_server.py", jitpc_id)
-        stack.callback(stop_server, second)
+        stack.callback(stop_peer, second)
         assert client.request("pid") == second.pid
         # The responder carried over to the new connection.
         assert client.request("ask", {"method": "double", "params": 4}) == 8

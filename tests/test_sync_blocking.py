@@ -23,17 +23,9 @@ import pytest
 import jitpc
 import jitpc.sync
 from jitpc._paths import address
-from support import HANG, ROOT, peer_command, python_env, read_line, start_peer
+from support import HANG, ROOT, peer_command, python_env, read_line, start_peer, stop_peer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets and fork")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    with suppress(ProcessLookupError):
-        proc.kill()
-    proc.wait(HANG)
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 @pytest.fixture
@@ -42,7 +34,7 @@ def sync_server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        stop(proc)
+        stop_peer(proc)
 
 
 class RawServer:
@@ -208,7 +200,7 @@ def test_version_restart_through_the_sync_layer(jitpc_id: str, tmp_path: Path) -
         pids = [int(line) for line in starts.read_text().split()]
         assert len(pids) == 2 and pids[0] == old.pid
     finally:
-        stop(old)
+        stop_peer(old)
         for pid in [int(line) for line in starts.read_text().split()] if starts.exists() else []:
             with suppress(ProcessLookupError):
                 os.kill(pid, 9)
