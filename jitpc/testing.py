@@ -1003,24 +1003,9 @@ def _join(threads: list[threading.Thread], deadline: float) -> list[threading.Th
     return [thread for thread in threads if thread.is_alive()]
 
 
-def _held(path: str) -> bool:
-    """Whether a process holds the jitpc lock on ``path`` (asked without locking it; only
-    Linux can ask: elsewhere, False)."""
-    from jitpc import _lock
-
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return False
-    try:
-        return bool(_lock.is_held(fd))
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def _left_files(tmpdir: str | os.PathLike[str], ignore: Iterable[str]) -> list[str]:
+    from jitpc._daemons import lock_held  # asked without locking: known on Linux only
+
     patterns = tuple(ignore)
     found = []
     for root, dirs, files in os.walk(tmpdir):
@@ -1039,7 +1024,7 @@ def _left_files(tmpdir: str | os.PathLike[str], ignore: Iterable[str]) -> list[s
                 continue  # its files are listed
             elif not any(fnmatch.fnmatch(name, pattern) for pattern in _REMNANTS):
                 found.append(f"file {shown}")
-            elif name.endswith(".lock") and _held(path):
+            elif name.endswith(".lock") and lock_held(path):
                 found.append(f"lock {shown}, held (a server of that id still runs)")
     return found
 
