@@ -28,7 +28,16 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 from pydantic_core import ValidationError
 
 from ._connect import CONNECT_TIMEOUT, Connector, Spinup, expect
-from ._connection import CLOSED, CONNECTING, ENDING, OPEN, Connection, Responder, log_fields
+from ._connection import (
+    CLOSED,
+    CONNECTING,
+    ENDING,
+    OPEN,
+    Connection,
+    FastRoute,
+    Responder,
+    log_fields,
+)
 from ._errors import ClosedError, ConnectError
 from ._json import dump
 from ._protocol import DEFAULT_MAX_MESSAGE_BYTES
@@ -47,6 +56,11 @@ R = TypeVar("R")
 
 #: A typed responder, as a router keeps it: takes the calling client and the raw params.
 TypedResponder = Callable[["Client", Any], Any]
+#: The same, from params already validated (a request line read whole: see FastRoute).
+TypedServe = Callable[["Client", Any], Any]
+#: A typed method's fast path, as a router keeps it: a validator of a whole request line, and
+#: what serves the params it validated.
+TypedFast = tuple[Callable[[bytes], Any], TypedServe]
 
 
 class _Watcher(Protocol):
@@ -58,6 +72,8 @@ class Routes(Protocol):
 
     def _lookup(self, method: str) -> TypedResponder | None: ...
 
+    def _lookup_fast(self, method: str) -> TypedFast | None: ...
+
     def _watch(self, owner: _Watcher) -> None: ...
 
 
@@ -66,6 +82,7 @@ class _Serving(Protocol):
 
     id: str
     _table: dict[str, TypedResponder]
+    _fast_table: dict[str, TypedFast]
 
     def _client_connected(self, client: Client) -> None: ...
 
@@ -114,6 +131,9 @@ class Client:
         self._routers: list[Routes] = []
         #: Resolved responders by name, filled at first use; cleared on any change.
         self._table: dict[str, Responder] = {}
+        #: The typed methods of ``_table`` whose requests can be read whole, by the name as
+        #: written (see Connection._serve_fast); filled with it, cleared with it.
+        self._fast: dict[bytes, FastRoute] = {}
         self._connection: Connection | None = None
         self._retired: set[Connection] = set()  # ended by the peer, still finishing (reconnect)
         self._opening: asyncio.Task[Connection] | None = None
@@ -305,7 +325,7 @@ class Client:
 
             return decorator
         self._responders[method] = functools.partial(run_in_thread, fn) if thread else fn
-        self._table.clear()
+        self._routes_changed()
         return fn
 
     def mount(self, router: Routes) -> None:
@@ -317,12 +337,12 @@ class Client:
         """
         self._routers.append(router)
         router._watch(self)
-        self._table.clear()
+        self._routes_changed()
 
     def unrespond(self, method: str) -> None:
         """Stop answering ``method``: the peer's requests for it get a method-not-found error."""
         self._responders.pop(method, None)
-        self._table.clear()
+        self._routes_changed()
 
     async def end(self, *, timeout: float | None = None) -> None:
         """Close gracefully: wait for in-flight work, then close and wait until closed.
@@ -496,21 +516,28 @@ class Client:
     def _lookup(self, method: str) -> Responder | None:
         fn = self._responders.get(method)
         if fn is None:
-            typed = None
+            typed = fast = None
             for router in self._routers:
                 typed = router._lookup(method)
                 if typed is not None:
+                    fast = router._lookup_fast(method)
                     break
             if typed is None and self._server is not None:
                 typed = self._server._table.get(method)
+                fast = self._server._fast_table.get(method)
             if typed is None:
                 return None  # unknown names are not cached: no unbounded growth
             fn = functools.partial(typed, self)
+            if fast is not None:
+                read, serve = fast
+                key = method.encode("utf-8", "replace")  # (a name unlike what is written)
+                self._fast[key] = (method, read, functools.partial(serve, self))
         self._table[method] = fn
         return fn
 
     def _routes_changed(self) -> None:
         self._table.clear()
+        self._fast.clear()
 
     def _connection_made(self, connection: Connection) -> None:
         if self._server is not None:

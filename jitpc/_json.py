@@ -7,7 +7,8 @@ loaded, connections read and write with the json module instead: :mod:`._stdjson
 holds the limits.)
 
 Global state: a cache of at most 4,096 pydantic serializers by type, filled as types are first
-seen; it never changes what is written.
+seen, and a set of at most 4,096 model types seen written long (orjson writes those, where it
+is installed); neither changes what is written.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ else:
 
 # type -> its pydantic serializer, or None for anything that is not a pydantic model.
 _serializers: dict[type, Any] = {}
+#: Model types written once to at least LONG bytes: with orjson, they go its way from then on.
+_long_types: set[type] = set()
+LONG: Final = 16 * 1024
 
 
 def _new_serializer(tp: type) -> Any:
@@ -158,8 +162,9 @@ def dump(value: Any) -> bytes:
     """One JSON value, compact. A pydantic model is written by its own serializer, by alias
     (as it validates); anything else by pydantic's general encoder, non-finite floats as
     ``null`` (as JSON.stringify does). With orjson installed (``jitpc[fast]``), orjson writes
-    the plain JSON values, ten times faster on long strings; anything it declines takes the
-    pydantic path, so the output means the same either way.
+    the plain JSON values, and the models of a type once written :data:`LONG` or longer: ten
+    times faster on long strings; anything it declines takes the pydantic path, so the output
+    is the same either way.
 
     What is written can be read: a value that, as a message's params or result, would nest
     deeper than :data:`MAX_DEPTH` or hold an integer over 4,300 digits is refused.
@@ -173,6 +178,19 @@ def dump(value: Any) -> bytes:
     try:
         tp = type(value)
         ser = _serializers[tp] if tp in _serializers else _new_serializer(tp)
+        if ser is not None and tp not in _long_types:
+            # A model, by its own serializer at once: for a short text, 1,250 instructions
+            # fewer than to_python and orjson (callgrind), the same bytes.
+            try:
+                out: bytes = ser.to_json(value, by_alias=True)
+            except PydanticSerializationError:
+                pass  # the general way below says why
+            else:
+                if len(out) >= SHORT:
+                    if len(out) >= LONG and _fast_dumps is not None and len(_long_types) < 4096:
+                        _long_types.add(tp)  # orjson writes long strings ten times faster
+                    _check_pydantic(value, out)
+                return out
         if _fast_dumps is not None:
             try:
                 plain = value if ser is None else ser.to_python(value, mode="json", by_alias=True)

@@ -25,7 +25,7 @@ from types import FrameType, TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from . import _shutdown
-from ._client import Client, TypedResponder
+from ._client import Client, TypedFast, TypedResponder
 from ._connect import run_hook
 from ._connection import CONNECTING, SYSTEM_METHODS, log_fields
 from ._errors import InvalidParams, JitpcError, MethodNotFound
@@ -130,6 +130,7 @@ class Server:
         }
         #: Every typed method of this server, resolved: built-ins, then its routers in order.
         self._table: dict[str, TypedResponder] = {}
+        self._fast_table: dict[str, TypedFast] = {}
         self._discovered: dict[str, Any] | None = None
         self._schemas: dict[str, str] | None = None
         self._started = time.monotonic()
@@ -221,10 +222,15 @@ class Server:
 
     def _routes_changed(self) -> None:
         table = dict(self._builtins)
+        fast = {}
         for router in self._routers:
             for name, respond, _ in router._items():
-                table.setdefault(name, respond)
-        self._table = table
+                if name not in table:
+                    table[name] = respond
+                    found = router._lookup_fast(name)
+                    if found is not None:
+                        fast[name] = found
+        self._table, self._fast_table = table, fast
         self._discovered = None
         self._schemas = None
         for client in self._clients.values():

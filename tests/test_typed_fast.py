@@ -1,0 +1,286 @@
+"""Typed requests read whole: a request line for a typed method is validated at once from its
+bytes (pydantic's JSON mode) instead of parsed and then validated. These tests hold it to the
+promise that this changes nothing a peer can see: the same bytes back, the same errors, the
+general path for whatever it does not take.
+
+The way a request was read is visible to a validator only, as ``info.mode`` ("json" when read
+whole, "python" when parsed first): the ``Probe`` model records it, so that each test knows
+which path it exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import decimal
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+import jitpc
+from rawpeer import RawPeer, parse_line, raw_peer
+
+pytestmark = pytest.mark.anyio
+
+#: How each Probe request was read, in order.
+modes: list[str] = []
+#: Set whenever a mode is recorded (one event per test: each test has its own loop).
+recorded: list[asyncio.Event] = []
+#: The server of each test's id.
+served: dict[str, jitpc.Server] = {}
+
+
+class Echoed(BaseModel):
+    key: str
+    n: int
+    x: float | None = None
+
+
+class Probe(jitpc.Method[Echoed], method="probe"):
+    key: str
+    n: int
+    x: float | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _record(cls, value: str, info: ValidationInfo) -> str:
+        modes.append(info.mode)
+        for event in recorded:
+            event.set()
+        return value
+
+
+class Strict(jitpc.Method[str], method="strict"):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    when: datetime.datetime
+
+
+class Money(jitpc.Method[str], method="money"):
+    amount: decimal.Decimal
+
+
+def register(server: jitpc.Server) -> None:
+    @server.method
+    def probe(params: Probe) -> Echoed:
+        return Echoed(key=params.key, n=params.n, x=params.x)
+
+    @server.method
+    def strict(params: Strict) -> str:
+        return params.when.isoformat()
+
+    @server.method
+    def money(params: Money) -> str:
+        return str(params.amount)
+
+
+@pytest.fixture
+async def peer(jitpc_id: str) -> AsyncIterator[RawPeer]:
+    modes.clear()
+    recorded[:] = [asyncio.Event()]
+    server = await jitpc.listen(jitpc_id, spindown=False)
+    assert server is not None
+    register(server)
+    served[jitpc_id] = server
+    try:
+        async with raw_peer(jitpc_id) as raw:
+            yield raw
+    finally:
+        del served[jitpc_id]
+        await server.close()
+
+
+async def validated(count: int) -> None:
+    """Wait until ``count`` Probe validations have been recorded."""
+    (event,) = recorded
+    while len(modes) < count:
+        event.clear()
+        await event.wait()
+
+
+async def exchange(peer: RawPeer, line: bytes) -> bytes:
+    await peer.send(line)
+    return await peer.read_line()
+
+
+def request(id_: Any, params: Any, method: str = "probe") -> bytes:
+    return b'{"jsonrpc":"2.0","id":%b,"method":"%b","params":%b}\n' % (
+        str(id_).encode() if not isinstance(id_, str) else b'"%b"' % id_.encode(),
+        method.encode(),
+        params,
+    )
+
+
+async def test_a_request_read_whole_is_answered_as_a_parsed_one(peer: RawPeer) -> None:
+    line = request(7, b'{"key":"k","n":5,"x":0.1}')
+    first = await exchange(peer, line)  # the first looks the method up: parsed
+    second = await exchange(peer, line)
+    assert modes == ["python", "json"]
+    assert first == second == b'{"jsonrpc":"2.0","id":7,"result":{"key":"k","n":5,"x":0.1}}\n'
+    # A string id, and Node's order (id last, no "jsonrpc"), are read whole too.
+    assert await exchange(peer, request("a", b'{"key":"k","n":1}')) == (
+        b'{"jsonrpc":"2.0","id":"a","result":{"key":"k","n":1,"x":null}}\n'
+    )
+    node = b'{"method":"probe","params":{"key":"k","n":2},"id":9}\n'
+    assert await exchange(peer, node) == (
+        b'{"jsonrpc":"2.0","id":9,"result":{"key":"k","n":2,"x":null}}\n'
+    )
+    assert modes == ["python", "json", "json", "json"]
+
+
+async def test_invalid_params_get_the_errors_of_the_parsed_path(peer: RawPeer) -> None:
+    bad = request(2, b'{"key":"k","n":"five","extra":true}')
+    first = await exchange(peer, bad)  # parsed: the method is looked up
+    second = await exchange(peer, bad)  # read whole, refused, then parsed and validated again
+    assert modes == ["python", "json", "python"]
+    assert first == second
+    error = parse_line(first)["error"]
+    assert error["code"] == -32602
+    assert [(e["loc"], e["type"]) for e in error["data"]] == [
+        (["n"], "int_parsing"),
+        (["extra"], "extra_forbidden"),
+    ]
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_a_non_finite_number_is_still_not_json(peer: RawPeer, constant: bytes) -> None:
+    await exchange(peer, request(1, b'{"key":"k","n":1}'))
+    answer = await exchange(peer, request(2, b'{"key":"k","n":1,"x":%b}' % constant))
+    assert modes == ["python"]  # pydantic's JSON mode would take it: not asked
+    assert b'"code":-32700' in answer
+    assert answer.startswith(b'{"jsonrpc":"2.0","id":2,"error":')
+
+
+async def test_what_the_fast_path_does_not_take_is_read_as_before(peer: RawPeer) -> None:
+    await exchange(peer, request(1, b'{"key":"k","n":1}'))
+    # A float id is written back as it came; the fast path takes integer and string ids only.
+    answer = await exchange(peer, request(1.0, b'{"key":"k","n":1}'))
+    assert answer.startswith(b'{"jsonrpc":"2.0","id":1.0,"result":')
+    # Two requests in one write, an escaped method name, a falsy id (a notification to Node).
+    both = request(3, b'{"key":"a","n":1}') + request(4, b'{"key":"b","n":2}')
+    await peer.send(both)
+    assert (await peer.read_line()).startswith(b'{"jsonrpc":"2.0","id":3,"result":{"key":"a"')
+    assert (await peer.read_line()).startswith(b'{"jsonrpc":"2.0","id":4,"result":{"key":"b"')
+    escaped = b'{"jsonrpc":"2.0","id":5,"method":"pro\\u0062e","params":{"key":"k","n":1}}\n'
+    assert (await exchange(peer, escaped)).startswith(b'{"jsonrpc":"2.0","id":5,"result":')
+    await peer.send(request(0, b'{"key":"k","n":1}'))
+    await validated(8)  # (else it may be read with the next request: two lines, parsed)
+    assert (await exchange(peer, request(6, b'{"key":"k","n":1}'))).startswith(
+        b'{"jsonrpc":"2.0","id":6,"result":'
+    )
+    # (A line the fast path refuses after validating it is validated again, parsed.)
+    assert modes == [
+        "python",  # 1: the first request, parsed, looks the method up
+        "json",  # 1.0: read whole, the id refused, ...
+        "python",  # ... then parsed
+        "python",  # 3 and 4: two lines in one read are parsed
+        "python",
+        "python",  # 5: an escaped name is not recognised
+        "json",  # 0: read whole, a notification, ...
+        "python",  # ... so parsed
+        "json",  # 6
+    ]
+
+
+async def test_strict_models_keep_their_python_mode_semantics(peer: RawPeer) -> None:
+    # JSON-mode strict validation would take an ISO string for a datetime; jitpc validates
+    # the parsed params, in which it is a str, and a strict model refuses a str every time.
+    for id_ in (1, 2):
+        answer = await exchange(peer, request(id_, b'{"when":"2026-12-02T00:00:00"}', "strict"))
+        assert b'"code":-32602' in answer and b"datetime_type" in answer
+
+
+async def test_decimals_are_read_from_the_parsed_float_as_before(peer: RawPeer) -> None:
+    # JSON mode would read the number's digits; the parsed path reads a float (17 digits).
+    for id_ in (1, 2):
+        line = request(id_, b'{"amount":0.10000000000000000001}', "money")
+        assert await exchange(peer, line) == b'{"jsonrpc":"2.0","id":%d,"result":"0.1"}\n' % id_
+
+
+async def test_a_method_answered_otherwise_later_is_not_read_whole(
+    jitpc_id: str, peer: RawPeer
+) -> None:
+    line = request(1, b'{"key":"k","n":1}')
+    await exchange(peer, line)
+    await exchange(peer, line)
+    assert modes == ["python", "json"]
+    server = served[jitpc_id]
+    (client,) = server.clients
+    client.respond("probe", lambda params: "untyped")
+    assert await exchange(peer, line) == b'{"jsonrpc":"2.0","id":1,"result":"untyped"}\n'
+    client.unrespond("probe")
+    assert (await exchange(peer, line)).startswith(b'{"jsonrpc":"2.0","id":1,"result":{')
+    assert (await exchange(peer, line)).startswith(b'{"jsonrpc":"2.0","id":1,"result":{')
+    assert modes == ["python", "json", "python", "json"]
+
+
+class Text(BaseModel):
+    text: str
+    score: float
+
+
+class Say(jitpc.Method[Text], method="say"):
+    text: str
+
+
+async def test_models_are_written_the_same_once_written_long(jitpc_id: str) -> None:
+    # A model type once written long goes orjson's way from then on (where it is installed):
+    # the bytes must not change, short or long.
+    server = await jitpc.listen(jitpc_id, spindown=False)
+    assert server is not None
+
+    @server.method
+    def say(params: Say) -> Text:
+        return Text(text=params.text, score=1e16 / 3)
+
+    try:
+        async with raw_peer(jitpc_id) as peer:
+            for id_, text in enumerate(["short é \u2028", "x" * 70_000 + "é\x00", "short"], 1):
+                params = json.dumps({"text": text}).encode()
+                answer = await exchange(peer, request(id_, params, "say"))
+                result = {"text": text, "score": 1e16 / 3}
+                expected = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+                assert answer == b'{"jsonrpc":"2.0","id":%d,"result":%b}\n' % (
+                    id_,
+                    expected.encode(),
+                )
+    finally:
+        await server.close()
+
+
+class Boom(jitpc.Method[int], method="boom"):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def _explode(cls, value: int) -> int:
+        if value == 13:
+            raise RuntimeError("unlucky")  # not a ValueError: pydantic lets it through
+        return value
+
+
+async def test_a_validator_that_raises_fails_the_request_not_the_connection(
+    jitpc_id: str,
+) -> None:
+    server = await jitpc.listen(jitpc_id, spindown=False)
+    assert server is not None
+
+    @server.method
+    def boom(params: Boom) -> int:
+        return params.n
+
+    try:
+        async with raw_peer(jitpc_id) as peer:
+            assert await exchange(peer, request(1, b'{"n":1}', "boom")) == (
+                b'{"jsonrpc":"2.0","id":1,"result":1}\n'
+            )
+            for id_ in (2, 3):  # read whole (refused), then parsed: the handler's failure
+                error = parse_line(await exchange(peer, request(id_, b'{"n":13}', "boom")))
+                assert error["id"] == id_ and error["error"]["code"] == -32603
+            assert await exchange(peer, request(4, b'{"n":4}', "boom")) == (
+                b'{"jsonrpc":"2.0","id":4,"result":4}\n'
+            )
+    finally:
+        await server.close()
