@@ -32,6 +32,8 @@ bench: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python bench/echo.py
 	$(BIN)/python bench/oneshot.py
+	@if command -v valgrind >/dev/null; then $(BIN)/python bench/instructions.py --quick; \
+	else echo "valgrind not found: bench/instructions.py skipped"; fi
 
 docs: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[docs]'

@@ -208,6 +208,64 @@ def summarize(
     return rows
 
 
+@dataclass(frozen=True)
+class Goal:
+    """Issue 13's goal for a row: at most ``at_most`` times its figure when the issue was
+    filed (``before``, uvloop, orjson installed)."""
+
+    workload: str
+    impl: str
+    before: float
+    at_most: float
+
+
+GOALS: tuple[Goal, ...] = (
+    Goal("server1", "typed", 48_672, 0.7),
+    Goal("client1", "typed", 81_733, 0.75),
+)
+
+
+def goals(rows: list[dict[str, Any]], loop: str) -> list[dict[str, Any]]:
+    """Each goal whose row was measured, with its ratio and whether it holds (uvloop only:
+    the figures before were measured there)."""
+    if loop != "uvloop":
+        return []
+    found = {(row["workload"], row["impl"]): row for row in rows}
+    out = []
+    for goal in GOALS:
+        row = found.get((goal.workload, goal.impl))
+        if row is None:
+            continue
+        ratio = row["instructions_per_request"] / goal.before
+        out.append(
+            {
+                "workload": goal.workload,
+                "impl": goal.impl,
+                "label": f"{row['label']}, {row['workload_label']}",
+                "before": goal.before,
+                "now": row["instructions_per_request"],
+                "ratio": ratio,
+                "goal": goal.at_most,
+                "met": ratio <= goal.at_most,
+            }
+        )
+    return out
+
+
+def print_goals(results: list[dict[str, Any]]) -> None:
+    if not results:
+        return
+    print()
+    print("issue 13's goals: instructions per request now over before the issue")
+    width = max(len(r["label"]) for r in results)
+    for r in results:
+        print(
+            f"{r['label']:<{width}}  {r['before']:>7,.0f} -> {r['now']:>7,.0f}  "
+            f"{r['ratio']:.2f}x  <= {r['goal']}x  {'yes' if r['met'] else 'NO'}"
+        )
+    print(f"goals met: {sum(r['met'] for r in results)} of {len(results)}")
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     headers = ["workload", "implementation", "instr/request", "raw / jitpc"]
     lines: list[list[str] | None] = []
@@ -369,9 +427,11 @@ def main(argv: list[str]) -> int:
     print("raw / jitpc: the raw row's figure over this row's; above 1, jitpc is cheaper")
     print()
     print_table(rows)
+    met = goals(rows, args.loop)
+    print_goals(met)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": rows}, f, indent=2)
+            json.dump({"meta": meta, "results": rows, "goals": met}, f, indent=2)
             f.write("\n")
     return 0
 

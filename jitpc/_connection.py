@@ -179,6 +179,9 @@ class Connection(asyncio.Protocol):
         self._peer_cancelled: set[Any] = set()
         self._deferred: list[Event] = []
         self._closed_waiter: asyncio.Future[None] | None = None
+        #: Our requests whose answers may be read whole: id -> validator of the answer line
+        #: (see _read_answer). Kept in step with the core's outstanding requests.
+        self._expect: dict[int, Callable[[bytes], Any]] = {}
         self._flush_pending = False
         self._unflushed = 0  # messages queued since the flush was scheduled (see WRITE_BATCH)
         self._wrote_early = False  # a request was written at once since the last flush/read
@@ -207,8 +210,13 @@ class Connection(asyncio.Protocol):
         """The peer's requests and notifications being handled or waiting at the cap."""
         return len(self._tasks) + len(self._deferred)
 
-    def send_request(self, method: str, params: Any) -> tuple[int, asyncio.Future[Any]]:
+    def send_request(
+        self, method: str, params: Any, reader: Callable[[bytes], Any] | None = None
+    ) -> tuple[int, asyncio.Future[Any]]:
         """Queue a request; return its id and the future of its outcome.
+
+        With ``reader``, an answer that arrives as one line in one read is validated whole by
+        it (see :meth:`_read_answer`): the future then has the validated result.
 
         Raises:
             ClosedError: the connection is ending or closed.
@@ -218,6 +226,8 @@ class Connection(asyncio.Protocol):
             raise self.closed_error()
         future = self._loop.create_future()
         id_ = self._peer.send_request(method, params, future)
+        if reader is not None:
+            self._expect[id_] = reader
         if self._flush_pending or self._wrote_early:
             # More requests in the same turn: they share writes (see WRITE_BATCH).
             self._schedule_flush()
@@ -230,6 +240,8 @@ class Connection(asyncio.Protocol):
 
     def cancel(self, id_: int) -> None:
         """Give our request ``id_`` up: tell the peer, and drop its answer if it comes."""
+        if self._expect:
+            self._expect.pop(id_, None)
         if self._peer.cancel(id_) and self.state is not CLOSED:
             # At once, not at the end of the turn: a destroy() that follows (leaving an
             # 'async with' by the TimeoutError) would otherwise drop it.
@@ -356,6 +368,14 @@ class Connection(asyncio.Protocol):
                     if self.state is ENDING:
                         self._maybe_finish_end()
                     return
+        if self._expect:
+            id_ = peer.answer_of(data)
+            if id_ is not None:
+                read = self._expect.get(id_)
+                if read is not None and self._read_answer(id_, read, data):
+                    if self.state is ENDING:
+                        self._maybe_finish_end()
+                    return
         events = peer.receive_data(data)
         self._process(events)
         if self._deferred:
@@ -415,6 +435,7 @@ class Connection(asyncio.Protocol):
         # Whether anything may have queued a reply: only answers came, as a sequential
         # client reads, and there is nothing to write (counting spares a call per read).
         replies = False
+        expect = self._expect
         for event in events:
             kind = type(event)
             if kind is Request or kind is Notification:
@@ -435,12 +456,16 @@ class Connection(asyncio.Protocol):
                     dispatched = 0
                     self._write_batch()
             elif kind is Response:
+                if expect:
+                    expect.pop(event.id, None)  # type: ignore[union-attr]
                 waiter = event.waiter  # type: ignore[union-attr]
                 if waiter is None:
                     self._complain("answered an unknown id: %r", event)
                 elif not waiter.done():
                     waiter.set_result(event.result)  # type: ignore[union-attr]
             elif kind is ErrorResponse:
+                if expect:
+                    expect.pop(event.id, None)  # type: ignore[union-attr]
                 waiter = event.waiter  # type: ignore[union-attr]
                 if waiter is None:
                     self._complain("reported an error: %s", event.error)  # type: ignore[union-attr]
@@ -481,6 +506,22 @@ class Connection(asyncio.Protocol):
         self._flush_pending = True  # as in _process
         self._run(id_, name, serve, request["params"])
         self._flush()
+        return True
+
+    def _read_answer(self, id_: int, read: Callable[[bytes], Any], data: bytes) -> bool:
+        """Settle our request ``id_`` with its result, the answer line validated at once from
+        its bytes. ``False``: not taken, nothing done (a line for the general path: an error,
+        another request's answer, a result that fails, ...)."""
+        try:
+            answer = read(data)
+        except Exception:  # (a ValidationError, or a validator's own error)
+            return False
+        if answer["id"] != id_:
+            return False
+        del self._expect[id_]
+        waiter = self._peer.take_answer(id_)
+        if not waiter.done():
+            waiter.set_result(answer["result"])
         return True
 
     def _dispatch(self, event: Request | Notification) -> None:
@@ -681,6 +722,7 @@ class Connection(asyncio.Protocol):
         transport.close()
 
     def _fail_pending(self, error: ClosedError) -> None:
+        self._expect.clear()
         for waiter in self._peer.abandon():
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)

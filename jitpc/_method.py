@@ -26,6 +26,7 @@ from typing import (
     ClassVar,
     Generic,
     Literal,
+    NotRequired,
     TypeVar,
     Union,
     cast,
@@ -33,7 +34,8 @@ from typing import (
     get_origin,
 )
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+import typing_extensions
+from pydantic import BaseModel, ConfigDict, StrictInt, TypeAdapter, ValidationError
 
 from ._errors import ResultValidationError
 
@@ -42,6 +44,9 @@ __all__ = [
     "MethodSpec",
     "check_result",
     "fingerprint",
+    "json_agrees",
+    "line_reader",
+    "result_reader",
     "first_error",
     "invalid_result",
     "result_adapter",
@@ -78,6 +83,8 @@ class Method(BaseModel, Generic[R_co]):
     __jitpc_validate_result__: ClassVar[Callable[[Any], Any]]
     #: See :func:`fingerprint` (set at first use).
     __jitpc_fingerprint__: ClassVar[str]
+    #: See :func:`result_reader` (set at first use).
+    __jitpc_read_result__: ClassVar[Callable[[bytes], Any] | None]
 
     def __init_subclass__(cls, method: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -173,6 +180,98 @@ def _holds_strict_params(schema: Any) -> bool:
     ):
         return True
     return any(_holds_strict_params(value) for value in schema.values())
+
+
+#: Core schema types that validate JSON otherwise than the Python values parsed from it
+#: (a Decimal from the number's text, not from a float; an instance check, which JSON fails).
+_PYTHON_ONLY = frozenset({"decimal", "is-instance", "is-subclass", "callable"})
+#: Core schema types that may take a NaN or an infinity from pydantic's JSON parser.
+_FLOATS = frozenset(
+    {"float", "any", "complex", "function-plain", "function-before", "function-wrap"}
+)
+
+
+def takes_non_finite(schema: Any) -> bool:
+    """Whether a core schema may take the NaN or Infinity of a JSON text (not a float field
+    with ``allow_inf_nan=False``)."""
+    if isinstance(schema, list):
+        return any(takes_non_finite(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    kind = schema.get("type")
+    if kind in _FLOATS and not (kind == "float" and schema.get("allow_inf_nan") is False):
+        return True
+    return any(takes_non_finite(value) for value in schema.values())
+
+
+def json_agrees(schema: Any) -> bool:
+    """Whether a core schema validates a JSON text as it validates the Python values parsed
+    from it (in lax mode). Strict mode does not: it takes a string for a datetime only in
+    JSON. Nor do bytes read as base64 or hex from JSON, nor the types of ``_PYTHON_ONLY``."""
+    if isinstance(schema, list):
+        return all(json_agrees(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("strict") is True or schema.get("type") in _PYTHON_ONLY:
+        return False
+    if schema.get("val_json_bytes", "utf8") != "utf8":
+        return False
+    return all(json_agrees(value) for value in schema.values())
+
+
+def _finite(validate_json: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``validate_json`` refusing NaN and Infinity, which pydantic's JSON parser takes and
+    jitpc's reader does not."""
+
+    def read(line: bytes) -> Any:
+        if b"NaN" in line or b"Infinity" in line:
+            raise ValueError("NaN and Infinity are not JSON")
+        return validate_json(line)
+
+    return read
+
+
+def line_reader(
+    name: str, fields: dict[str, Any], schema: Any, *, closed: bool = False
+) -> Callable[[bytes], Any]:
+    """``validate_json`` of a whole message line as a TypedDict of ``fields`` (unknown keys
+    refused if ``closed``, else ignored), refusing NaN and Infinity if the core ``schema`` of
+    what it carries could take them."""
+    make: Any = typing_extensions.TypedDict  # (mypy wants a literal name)
+    envelope = make(name, fields)
+    if closed:
+        envelope.__pydantic_config__ = ConfigDict(extra="forbid")
+    validate_json: Callable[[bytes], Any] = TypeAdapter(envelope).validator.validate_json
+    return _finite(validate_json) if takes_non_finite(schema) else validate_json
+
+
+def result_reader(params_type: type[Method[Any]]) -> Callable[[bytes], Any] | None:
+    """The (cached) validator of a whole answer line to a request for ``params_type``'s method:
+    a dict of its ``id`` and its ``result``, validated; ``None`` unless the result type is a
+    model for which validating the line as JSON could not differ from validating its parsed
+    result (see :func:`json_agrees`). Any other line (an error, unknown keys, a falsy
+    ``error``) is refused with a ValueError, for the general path to read."""
+    cached = params_type.__dict__.get("__jitpc_read_result__", _UNSET)
+    if cached is not _UNSET:
+        return cast("Callable[[bytes], Any] | None", cached)
+    result_type = params_type.__jitpc_result_type__
+    reader: Callable[[bytes], Any] | None = None
+    if isinstance(result_type, type) and issubclass(result_type, BaseModel):
+        schema = result_adapter(params_type).core_schema
+        if json_agrees(schema) and not _holds_strict_params(schema):
+            fields = {
+                "jsonrpc": NotRequired[Any],
+                "id": StrictInt,
+                "result": result_type,
+                "error": NotRequired[None],
+            }
+            # Closed: an answer with anything more (a truthy "error") is the general path's.
+            reader = line_reader(f"{params_type.__name__}Answer", fields, schema, closed=True)
+    params_type.__jitpc_read_result__ = reader
+    return reader
+
+
+_UNSET: Any = object()
 
 
 def _shape(schema: Any) -> Any:

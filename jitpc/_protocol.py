@@ -186,6 +186,9 @@ _OPEN, _CLOSED, _FAILED = State
 
 
 _VERSION: Final = "2.0"
+#: How jitpc begins an answer: its id follows (at byte 22).
+_ANSWER_HEAD: Final = b'{"jsonrpc":"2.0","id":'
+
 _MISSING: Final = object()
 
 
@@ -354,24 +357,56 @@ class Peer:
         return events
 
     def method_of(self, data: bytes) -> bytes | None:
-        """The method ``data`` names as it is written, if ``data`` ends a line and this Peer
-        would read it at once (else ``None``); nothing is taken.
+        """The method ``data`` names as it is written, if ``data`` is one whole line this Peer
+        would read at once (else ``None``); nothing is taken.
 
         A hint for an I/O layer that can read some methods' requests faster itself (jitpc's
-        typed methods): the name is found by a byte search, not a parse, and ``data`` may hold
-        more than one line. A layer that uses the hint must check the line whole, and hand
-        anything it does not take to :meth:`receive_data`. A name written with escapes is not
-        recognised.
+        typed methods): the name is found by a byte search, not a parse. A layer that uses the
+        hint must check the line whole, and hand anything it does not take to
+        :meth:`receive_data`. A name written with escapes is not recognised.
         """
-        if not data or data[-1] != 10 or self._buf or self.state is not _OPEN:
+        if self._buf or self.state is not _OPEN or len(data) > self.max_message_bytes:
             return None
-        if len(data) > self.max_message_bytes:
-            return None
+        if data.find(b"\n") != len(data) - 1:
+            return None  # (not one line: validating it would fail, and cost more than this)
         start = data.find(b'"method":"')
         if start < 0:
             return None
         start += 10
         return data[start : data.find(b'"', start)]
+
+    def answer_of(self, data: bytes) -> int | None:
+        """The id of our outstanding request that ``data`` may answer, if ``data`` is one whole
+        line this Peer would read at once (else ``None``); nothing is taken.
+
+        A hint, as :meth:`method_of` is: with one request outstanding, its id (whatever the
+        line is); else the id at the head of a line as jitpc writes answers. A layer that reads
+        the line itself checks it whole, then calls :meth:`take_answer`.
+        """
+        if self._buf or self.state is not _OPEN or len(data) > self.max_message_bytes:
+            return None
+        if data.find(b"\n") != len(data) - 1:
+            return None  # (not one line: validating it would fail, and cost more than this)
+        outstanding = self._outstanding
+        if len(outstanding) == 1:
+            for id_ in outstanding:
+                return id_
+        if not data.startswith(_ANSWER_HEAD):
+            return None
+        end = data.find(b",", 22)
+        digits = data[22:end]
+        if end < 0 or not digits.isdigit() or len(digits) > 20:
+            return None
+        return int(digits)
+
+    def take_answer(self, id_: int) -> Any:
+        """Our request ``id_`` is answered, by a line read without :meth:`receive_data`: forget
+        it, and return its waiter.
+
+        Raises:
+            KeyError: ``id_`` is not outstanding.
+        """
+        return self._outstanding.pop(id_)
 
     def receive_eof(self) -> list[Event]:
         """The peer will send nothing more. Idempotent; a partial last line is dropped."""

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, NewType, NoReturn, TypeVar, overload
 
 import typing_extensions
-from pydantic import StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import StrictInt, StrictStr, ValidationError
 
 from ._client import Client, TypedResponder, TypedServe, _Watcher
 from ._connection import is_awaitable
@@ -41,6 +41,8 @@ from ._method import (
     Method,
     MethodSpec,
     first_error,
+    json_agrees,
+    line_reader,
     result_validator,
     type_name,
     validation_errors,
@@ -372,63 +374,15 @@ def _responder(
 # Request ids as the core reads them: a JSON integer or a string. (A float id, rare, takes the
 # general path, which writes it back as it came.)
 _Id = StrictInt | StrictStr
-#: Core schema types that validate JSON otherwise than the Python values parsed from it
-#: (a Decimal from the number's text, not from a float; an instance check, which JSON fails).
-_PYTHON_ONLY = frozenset({"decimal", "is-instance", "is-subclass", "callable"})
 
 
 def _request_reader(name: str, params_type: type[Method[Any]]) -> Callable[[bytes], Any] | None:
     """A validator of a whole request line for the method ``name`` (its id, its method, its
     params as ``params_type``), or ``None`` where validating the line as JSON could differ
-    from validating its parsed params (see :func:`_json_agrees`)."""
-    if not _json_agrees(params_type.__pydantic_core_schema__):
+    from validating its parsed params (see :func:`json_agrees`)."""
+    schema = params_type.__pydantic_core_schema__
+    if not json_agrees(schema):
         return None
     # (Unknown keys are ignored, as the core ignores them; "jsonrpc" is not checked there.)
     fields = {"id": _Id, "method": Literal[name], "params": params_type}
-    make: Any = typing_extensions.TypedDict  # (mypy wants a literal name)
-    envelope = make(f"{params_type.__name__}Request", fields)
-    validate_json = TypeAdapter(envelope).validator.validate_json
-    if not _takes_non_finite(params_type.__pydantic_core_schema__):
-        return validate_json
-
-    def read(line: bytes) -> Any:
-        # pydantic's JSON parser takes NaN and Infinity, which jitpc's reader refuses.
-        if b"NaN" in line or b"Infinity" in line:
-            raise ValueError("not JSON")
-        return validate_json(line)
-
-    return read
-
-
-#: Core schema types that may take a NaN or an infinity from pydantic's JSON parser.
-_FLOATS = frozenset(
-    {"float", "any", "complex", "function-plain", "function-before", "function-wrap"}
-)
-
-
-def _takes_non_finite(schema: Any) -> bool:
-    """Whether a core schema may take the NaN or Infinity of a JSON text (not a float field
-    with ``allow_inf_nan=False``)."""
-    if isinstance(schema, list):
-        return any(_takes_non_finite(item) for item in schema)
-    if not isinstance(schema, dict):
-        return False
-    kind = schema.get("type")
-    if kind in _FLOATS and not (kind == "float" and schema.get("allow_inf_nan") is False):
-        return True
-    return any(_takes_non_finite(value) for value in schema.values())
-
-
-def _json_agrees(schema: Any) -> bool:
-    """Whether a core schema validates a JSON text as it validates the Python values parsed
-    from it (in lax mode). Strict mode does not: it takes a string for a datetime only in
-    JSON. Nor do bytes read as base64 or hex from JSON, nor the types of ``_PYTHON_ONLY``."""
-    if isinstance(schema, list):
-        return all(_json_agrees(item) for item in schema)
-    if not isinstance(schema, dict):
-        return True
-    if schema.get("strict") is True or schema.get("type") in _PYTHON_ONLY:
-        return False
-    if schema.get("val_json_bytes", "utf8") != "utf8":
-        return False
-    return all(_json_agrees(value) for value in schema.values())
+    return line_reader(f"{params_type.__name__}Request", fields, schema)

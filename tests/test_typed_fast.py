@@ -21,6 +21,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 import jitpc
+from jitpc._paths import address
 from rawpeer import RawPeer, parse_line, raw_peer
 
 pytestmark = pytest.mark.anyio
@@ -31,6 +32,13 @@ modes: list[str] = []
 recorded: list[asyncio.Event] = []
 #: The server of each test's id.
 served: dict[str, jitpc.Server] = {}
+
+
+def record(into: list[str], info: ValidationInfo) -> None:
+    """Note how a model was validated (a validator calls this)."""
+    into.append(info.mode)
+    for event in recorded:
+        event.set()
 
 
 class Echoed(BaseModel):
@@ -47,9 +55,7 @@ class Probe(jitpc.Method[Echoed], method="probe"):
     @field_validator("key")
     @classmethod
     def _record(cls, value: str, info: ValidationInfo) -> str:
-        modes.append(info.mode)
-        for event in recorded:
-            event.set()
+        record(modes, info)
         return value
 
 
@@ -284,3 +290,115 @@ async def test_a_validator_that_raises_fails_the_request_not_the_connection(
             )
     finally:
         await server.close()
+
+
+# -- the calling end: answers read whole -------------------------------------------------------
+
+#: How each Answer result was validated, in order.
+answer_modes: list[str] = []
+
+
+class Answer(BaseModel):
+    n: int
+    x: float | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _record(cls, value: int, info: ValidationInfo) -> int:
+        record(answer_modes, info)
+        return value
+
+
+class Ask(jitpc.Method[Answer], method="ask"):
+    reply: str
+
+
+class Scripted:
+    """A server answering each ``ask`` with its ``reply`` param, ``ID`` replaced by the
+    request's id; a reply of ``""`` is held back (``holding`` is set) and sent, alone, before
+    the next reply."""
+
+    def __init__(self) -> None:
+        self.holding = asyncio.Event()
+        self._held: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            request = json.loads(line)
+            if request["method"] != "ask":
+                continue  # the cancel notification of a call given up
+            reply = request["params"]["reply"].replace("ID", str(request["id"])).encode()
+            if not reply:
+                late = b'{"jsonrpc":"2.0","id":%d,"result":{"n":0}}\n' % request["id"]
+                self._held.append(late)
+                self.holding.set()
+                continue
+            for late in self._held:
+                writer.write(late)
+                await writer.drain()
+            self._held.clear()
+            writer.write(reply + b"\n")
+        writer.close()
+
+
+async def scripted(jitpc_id: str) -> tuple[asyncio.Server, Scripted]:
+    answer_modes.clear()
+    script = Scripted()
+    server = await asyncio.start_unix_server(script.handle, address(jitpc_id).socket)
+    return server, script
+
+
+async def test_an_answer_read_whole_is_the_result_of_the_parsed_one(jitpc_id: str) -> None:
+    server, _ = await scripted(jitpc_id)
+    async with server, jitpc.connect(jitpc_id) as client:
+        jitpc_answer = '{"jsonrpc":"2.0","id":ID,"result":{"n":1,"x":0.5,"more":true}}'
+        node_answer = '{"result":{"n":2},"error":null,"id":ID}'
+        # (Compared by fields: building an Answer here would record a mode.)
+        assert (await client.call(Ask(reply=jitpc_answer))).model_dump() == {"n": 1, "x": 0.5}
+        assert (await client.call(Ask(reply=node_answer))).model_dump() == {"n": 2, "x": None}
+        assert answer_modes == ["json", "json"]
+        # A falsy error beside a result is a result, to the general path.
+        falsy = '{"jsonrpc":"2.0","id":ID,"result":{"n":3},"error":false}'
+        assert (await client.call(Ask(reply=falsy))).n == 3
+        # (Validated whole, refused for the "error", validated again parsed.)
+        assert answer_modes == ["json", "json", "json", "python"]
+
+
+async def test_an_answer_the_fast_path_refuses_is_read_as_before(jitpc_id: str) -> None:
+    server, _ = await scripted(jitpc_id)
+    async with server, jitpc.connect(jitpc_id) as client:
+        error = '{"jsonrpc":"2.0","id":ID,"result":{"n":1},"error":{"code":-32000,"message":"no"}}'
+        with pytest.raises(jitpc.RemoteError, match="no"):
+            await client.call(Ask(reply=error))
+        wrong = '{"jsonrpc":"2.0","id":ID,"result":{"n":"one"}}'
+        with pytest.raises(jitpc.ResultValidationError) as caught:
+            await client.call(Ask(reply=wrong))
+        assert [e["type"] for e in caught.value.errors] == ["int_parsing"]
+        assert caught.value.result == {"n": "one"}
+        with pytest.raises(jitpc.ProtocolError, match="cannot be read"):
+            await client.call(Ask(reply='{"jsonrpc":"2.0","id":ID,"result":{"n":1,"x":NaN}}'))
+        # Only the error's result was validated (whole, before its "error" refused it); the
+        # wrong n fails before the validator, and the NaN is not read.
+        assert answer_modes == ["json"]
+
+
+async def test_a_late_answer_to_a_call_given_up_settles_nothing(jitpc_id: str) -> None:
+    server, script = await scripted(jitpc_id)
+    async with server, jitpc.connect(jitpc_id) as client:
+        held = asyncio.ensure_future(client.call(Ask(reply="")))
+        await script.holding.wait()
+        held.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await held
+        # The next call is the only one outstanding; the late answer (n=0, id 1) comes first,
+        # alone, and must not be taken for this call's.
+        answer = '{"jsonrpc":"2.0","id":ID,"result":{"n":5}}'
+        assert (await client.call(Ask(reply=answer))).n == 5
+        # Several calls in flight, answered in one write or one by one.
+        results = await asyncio.gather(
+            *(
+                client.call(Ask(reply=f'{{"jsonrpc":"2.0","id":ID,"result":{{"n":{n}}}}}'))
+                for n in range(8)
+            )
+        )
+        assert [result.n for result in results] == list(range(8))
