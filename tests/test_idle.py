@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 import jitpc
 from jitpc._server import IDLE_CHECKS
@@ -334,3 +335,37 @@ async def test_unusable_options_are_refused_before_taking_the_id(
     server = await jitpc.listen(jitpc_id, spindown=False)
     assert server is not None
     await server.close()
+
+
+class Count(BaseModel):
+    n: int
+
+
+class Counted(jitpc.Method[Count], method="counted"):
+    n: int
+
+
+async def test_a_typed_request_read_whole_while_the_hook_runs_keeps_it_up(
+    jitpc_client: ClientFactory,
+) -> None:
+    # Typed requests that come one per read skip the general dispatch (they are validated
+    # whole from their bytes): they must still count as activity.
+    router = jitpc.Router()
+
+    @router.method
+    def counted(params: Counted) -> Count:
+        return Count(n=params.n)
+
+    hook = Hook()
+    client = await jitpc_client(router, spindown=hook, idle_timeout=IDLE)
+    server = jitpc_client.server_for(client)
+    assert (await client.call(Counted(n=1))).n == 1  # looked up: the fast path is ready
+    first = await hook.running()
+    assert (await client.call(Counted(n=2))).n == 2
+    assert (await client.call(Counted(n=3))).n == 3
+    first.set_result(None)
+    second = await hook.running()  # idle again: the hook runs a second time
+    assert hook.calls == 2 and not server.closed and not client.closed
+    second.set_result(None)
+    await wait_spun_down(server)
+    await client.wait_closed()
