@@ -185,6 +185,7 @@ def summary(event: Event) -> Any:
     if isinstance(event, Request | Notification | Response | CancelRequest):
         # NaN cannot come in (it is not JSON), but infinity can: equal to itself.
         return event
+    assert isinstance(event, BadMessage), event  # (no Whole: these peers have no whole routes)
     return ("bad", event.reason, event.fatal)
 
 

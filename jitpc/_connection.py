@@ -43,6 +43,7 @@ from ._protocol import (
     Peer,
     Request,
     Response,
+    Whole,
 )
 from ._protocol import State as PeerState
 from ._transport import peer_gone
@@ -170,6 +171,7 @@ class Connection(asyncio.Protocol):
         self._fast = owner._fast
         self._accepted = accepted
         self._peer = Peer(max_message_bytes=max_message_bytes)
+        self._peer.whole = self._fast  # (the same dict: filled and cleared with the table)
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         # Running handler tasks -> the request id they answer (None: a notification), and the
@@ -364,10 +366,19 @@ class Connection(asyncio.Protocol):
             key = peer.method_of(data)
             if key is not None:
                 route = self._fast.get(key)
-                if route is not None and self._serve_fast(route, data):
-                    if self.state is ENDING:
-                        self._maybe_finish_end()
-                    return
+                if (
+                    route is not None
+                    and not self._deferred
+                    and len(self._tasks) < MAX_IN_FLIGHT
+                    and self._unsent_replies <= MAX_UNSENT_REPLY_BYTES
+                ):
+                    self._flush_pending = True  # as in _process
+                    if self._serve_whole(route, data):
+                        self._flush()
+                        if self.state is ENDING:
+                            self._maybe_finish_end()
+                        return
+                    self._flush_pending = False
         if self._expect:
             id_ = peer.answer_of(data)
             if id_ is not None:
@@ -438,6 +449,24 @@ class Connection(asyncio.Protocol):
         expect = self._expect
         for event in events:
             kind = type(event)
+            if kind is Whole:
+                # A typed request line of a read that held several (see Peer.whole).
+                if (
+                    not deferred
+                    and len(self._tasks) < MAX_IN_FLIGHT
+                    and self._unsent_replies <= MAX_UNSENT_REPLY_BYTES
+                    and self._serve_whole(event.route, event.line)  # type: ignore[union-attr]
+                ):
+                    replies = True
+                    dispatched += 1
+                    if dispatched == WRITE_BATCH:
+                        dispatched = 0
+                        self._write_batch()
+                    continue
+                parsed = self._peer.read_line(event.line)  # type: ignore[union-attr]
+                if parsed is None:
+                    continue
+                event, kind = parsed, type(parsed)
             if kind is Request or kind is Notification:
                 if (
                     deferred
@@ -484,28 +513,22 @@ class Connection(asyncio.Protocol):
         else:
             self._flush_pending = False
 
-    def _serve_fast(self, route: FastRoute, data: bytes) -> bool:
+    def _serve_whole(self, route: FastRoute, line: bytes) -> bool:
         """Answer a typed request read whole, the line validated at once from its bytes, as
         :meth:`_dispatch` would answer it parsed. ``False``: not taken, nothing done (a line
-        for the general path, which answers it as it always has; errors included)."""
+        for the general path, which answers it as it always has; errors included). The caller
+        has checked the in-flight cap."""
         name, read, serve = route
-        if (
-            name not in self._table  # (as the server's idle check needs it looked up)
-            or self._deferred
-            or len(self._tasks) >= MAX_IN_FLIGHT
-            or self._unsent_replies > MAX_UNSENT_REPLY_BYTES
-        ):
+        if name not in self._table:  # (looked up there first: the server's idle check sees it)
             return False
         try:
-            request = read(data)
+            request = read(line)
         except Exception:  # (a ValidationError; or a validator's own error, which the general
             return False  # path answers as a failed handler, as it always has)
         id_ = request["id"]
         if not id_:
             return False  # a notification, to Node
-        self._flush_pending = True  # as in _process
         self._run(id_, name, serve, request["params"])
-        self._flush()
         return True
 
     def _read_answer(self, id_: int, read: Callable[[bytes], Any], data: bytes) -> bool:

@@ -19,6 +19,11 @@ and reused by any I/O layer. The integration contract:
   :meth:`Peer.cancel` gives a request up: the peer is told (:data:`CANCEL_METHOD`) and a late
   answer is dropped here, without an event. :meth:`Peer.abandon` hands back every waiter still
   outstanding, for the I/O layer to fail when the connection ends.
+* An I/O layer that validates some requests faster from their bytes (jitpc's typed methods)
+  names their methods in :attr:`Peer.whole`: of a read of several lines, such a request comes
+  as a :class:`Whole` event, its line unparsed, in order; what the layer does not take it hands
+  to :meth:`Peer.read_line`. A read of one line it checks itself first, with
+  :meth:`Peer.method_of` (and an answer to its own request with :meth:`Peer.answer_of`).
 
 Global state: a cache of at most 4,096 method names as JSON, filled as names are first seen;
 it never changes what is written. And the JSON codec: the json module's (:mod:`._stdjson`) until
@@ -65,6 +70,7 @@ __all__ = [
     "Request",
     "Response",
     "State",
+    "Whole",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
@@ -167,7 +173,19 @@ class BadMessage(_Event):
         self.fatal = fatal
 
 
-Event = Request | Notification | Response | ErrorResponse | CancelRequest | BadMessage
+class Whole(_Event):
+    """A request line left unparsed, for a method in :attr:`Peer.whole` (its ``route``, the I/O
+    layer's own value): the I/O layer reads it itself, or hands it to :meth:`Peer.read_line`.
+    Don't subclass."""
+
+    __slots__ = ("line", "route")
+
+    def __init__(self, line: bytes, route: Any) -> None:
+        self.line = line
+        self.route = route
+
+
+Event = Request | Notification | Response | ErrorResponse | CancelRequest | BadMessage | Whole
 
 
 class State(enum.IntEnum):
@@ -279,6 +297,7 @@ class Peer:
         "_outstanding",
         "max_message_bytes",
         "state",
+        "whole",
     )
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
@@ -293,6 +312,10 @@ class Peer:
         #: Requests we gave up, whose late answers are dropped (a dict: insertion order).
         self._cancelled: dict[int, None] = {}
         self.state = _OPEN
+        #: Methods whose request lines, when a read holds several lines, come out unparsed as
+        #: :class:`Whole` events: the method name as written -> the I/O layer's route. (A read
+        #: of one line is the I/O layer's to check first: see :meth:`method_of`.)
+        self.whole: dict[bytes, Any] = {}
         global _loads, _dump
         if _dump is _plain_dump and "pydantic_core" in sys.modules:
             _loads, _dump = _codec()  # from now on, pydantic's: it is loaded anyway
@@ -342,10 +365,18 @@ class Peer:
             # split() does not use memchr, so it only gets the (short) lines in between.
             lines.extend(data[first + 1 : last].split(b"\n"))
         events: list[Event] = []
+        whole = self.whole
         for line in lines:
             if len(line) > limit:
                 events.append(self._too_large())
                 return events
+            if whole and type(line) is bytes:
+                start = line.find(b'"method":"') + 10
+                if start >= 10:
+                    route = whole.get(line[start : line.find(b'"', start)])
+                    if route is not None:
+                        events.append(Whole(line, route))
+                        continue
             event = self._receive_line(line)
             if event is not None:
                 events.append(event)
@@ -407,6 +438,12 @@ class Peer:
             KeyError: ``id_`` is not outstanding.
         """
         return self._outstanding.pop(id_)
+
+    def read_line(self, line: bytes) -> Event | None:
+        """The event of one line, as :meth:`receive_data` would give it parsed (``None`` for a
+        blank line, or a late answer dropped): for the line of a :class:`Whole` event that the
+        I/O layer did not take."""
+        return self._receive_line(line)
 
     def receive_eof(self) -> list[Event]:
         """The peer will send nothing more. Idempotent; a partial last line is dropped."""

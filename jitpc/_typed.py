@@ -12,9 +12,9 @@ What the serving end answers:
 * a result that fails the result type: -32603, and an error in the server's log, because that is
   a bug in the server.
 
-A request that arrives as one line in one read is validated whole from its bytes (one
-``validate_json`` of its id, method and params: see :func:`_request_reader`), otherwise its
-params are validated once, from the parsed message; both answer the same. A result that is
+A request line is validated whole from its bytes (one ``validate_json`` of its id, method and
+params: see :func:`_request_reader`); what that does not take (see docs/typed-methods.md) has
+its params validated once, from the parsed message; both answer the same. A result that is
 already an instance of the declared model is not validated again. Error messages name the first
 validation error (Node jitpc shows a peer's ``message`` but drops its ``data``).
 """

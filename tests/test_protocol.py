@@ -28,6 +28,7 @@ from jitpc._protocol import (
     Request,
     Response,
     State,
+    Whole,
 )
 
 
@@ -665,3 +666,25 @@ def test_an_unreadable_request_is_answered_with_its_id() -> None:
     assert isinstance(event, BadMessage)
     (reply,) = replies(peer)
     assert reply["id"] == "q" and reply["error"]["code"] == -32700
+
+
+def test_named_methods_of_a_read_of_several_lines_come_unparsed_in_order() -> None:
+    peer = Peer()
+    peer.whole = {b"typed": "route"}
+    typed = b'{"jsonrpc":"2.0","id":1,"method":"typed","params":{}}'
+    other = b'{"jsonrpc":"2.0","id":2,"method":"other","params":{}}'
+    events = peer.receive_data(b"\n".join([typed, other, typed.replace(b"1", b"3")]) + b"\n")
+    assert [type(event) for event in events] == [Whole, Request, Whole]
+    first = events[0]
+    assert isinstance(first, Whole) and first.line == typed and first.route == "route"
+    assert peer.read_line(first.line) == Request(1, "typed", {})
+    # A read of one line is the I/O layer's to check (Peer.method_of): it comes parsed.
+    assert peer.method_of(typed + b"\n") == b"typed"
+    assert peer.receive_data(typed + b"\n") == [Request(1, "typed", {})]
+    # A line begun in an earlier read is parsed too.
+    assert peer.receive_data(typed[:10]) == []
+    assert peer.receive_data(typed[10:] + b"\n" + typed + b"\n") == [
+        Request(1, "typed", {}),
+        Whole(typed, "route"),
+    ]
+    assert peer.method_of(b"two\nlines\n") is None

@@ -164,7 +164,8 @@ async def test_what_the_fast_path_does_not_take_is_read_as_before(peer: RawPeer)
     # A float id is written back as it came; the fast path takes integer and string ids only.
     answer = await exchange(peer, request(1.0, b'{"key":"k","n":1}'))
     assert answer.startswith(b'{"jsonrpc":"2.0","id":1.0,"result":')
-    # Two requests in one write, an escaped method name, a falsy id (a notification to Node).
+    # Two requests in one write (each line still read whole), an escaped method name, a falsy
+    # id (a notification to Node).
     both = request(3, b'{"key":"a","n":1}') + request(4, b'{"key":"b","n":2}')
     await peer.send(both)
     assert (await peer.read_line()).startswith(b'{"jsonrpc":"2.0","id":3,"result":{"key":"a"')
@@ -181,8 +182,8 @@ async def test_what_the_fast_path_does_not_take_is_read_as_before(peer: RawPeer)
         "python",  # 1: the first request, parsed, looks the method up
         "json",  # 1.0: read whole, the id refused, ...
         "python",  # ... then parsed
-        "python",  # 3 and 4: two lines in one read are parsed
-        "python",
+        "json",  # 3 and 4: two lines in one read, each read whole
+        "json",
         "python",  # 5: an escaped name is not recognised
         "json",  # 0: read whole, a notification, ...
         "python",  # ... so parsed
@@ -402,3 +403,32 @@ async def test_a_late_answer_to_a_call_given_up_settles_nothing(jitpc_id: str) -
             )
         )
         assert [result.n for result in results] == list(range(8))
+
+
+async def test_each_line_of_a_read_of_several_is_answered_as_if_alone(peer: RawPeer) -> None:
+    lines = [
+        request(10, b'{"key":"k","n":1}'),
+        request(11, b'{"key":"k","n":"x"}'),
+        b'{"jsonrpc":"2.0","id":12,"method":"rpc.ping"}\n',
+        request(13, b'{"key":"k","n":1,"x":NaN}'),
+        request(0, b'{"key":"k","n":2}'),  # a notification: no answer
+        request(14, b'{"key":"k","n":3}'),
+    ]
+    alone = []
+    for line in lines:
+        if line is lines[4]:
+            await peer.send(line)
+            continue
+        alone.append(await exchange(peer, line))
+    modes.clear()
+    await peer.send(b"".join(lines))
+    together = [await peer.read_line() for _ in alone]
+    assert together == alone
+    assert modes == [
+        "json",  # 10
+        "json",  # 11: read whole, refused, ...
+        "python",  # ... parsed, for its errors
+        "json",  # 0: read whole, a notification, ...
+        "python",  # ... so parsed
+        "json",  # 14
+    ]
