@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from nodesetup import ensure_node_jitpc
+from support import start_peer, stop_peer
 
 pytest_plugins = ["jitpc.testing", "pytester"]
 
@@ -65,3 +67,14 @@ def node_modules() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node and npm must be on PATH for the tests against Node jitpc")
     return ensure_node_jitpc()
+
+
+@pytest.fixture
+def sync_server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``tests/peers/sync_server.py``: its ``hang`` never returns and records its cancellation
+    (test_sync and test_sync_blocking; test_fork has its own)."""
+    proc = start_peer("sync_server.py", jitpc_id)
+    try:
+        yield proc
+    finally:
+        stop_peer(proc)

@@ -72,16 +72,6 @@ def server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
         stop_peer(proc)
 
 
-@pytest.fixture
-def sync_server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``tests/peers/sync_server.py``: its ``hang`` never returns and records its cancellation."""
-    proc = start_peer("sync_server.py", jitpc_id)
-    try:
-        yield proc
-    finally:
-        stop_peer(proc)
-
-
 @pytest.mark.usefixtures("server")
 def test_request_call_and_notify(jitpc_id: str) -> None:
     told = threading.Event()

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -23,18 +23,9 @@ import pytest
 import jitpc
 import jitpc.sync
 from jitpc._paths import address
-from support import HANG, ROOT, peer_command, python_env, read_line, start_peer, stop_peer
+from support import HANG, ROOT, peer_command, python_env, read_line, stop_peer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets and fork")
-
-
-@pytest.fixture
-def sync_server(jitpc_id: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_peer("sync_server.py", jitpc_id)
-    try:
-        yield proc
-    finally:
-        stop_peer(proc)
 
 
 class RawServer:
