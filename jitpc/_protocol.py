@@ -269,6 +269,15 @@ def _codec() -> tuple[Callable[..., Any], Callable[[Any], bytes]]:
 
 _loads, _dump = _codec()
 
+
+def _method_named(line: bytes) -> bytes | None:
+    """The method a request line names as it is written (found, not parsed: a hint)."""
+    start = line.find(b'"method":"') + 10
+    if start < 10:
+        return None
+    return line[start : line.find(b'"', start)]
+
+
 _method_names: dict[str, bytes] = {}
 
 
@@ -371,12 +380,10 @@ class Peer:
                 events.append(self._too_large())
                 return events
             if whole and type(line) is bytes:
-                start = line.find(b'"method":"') + 10
-                if start >= 10:
-                    route = whole.get(line[start : line.find(b'"', start)])
-                    if route is not None:
-                        events.append(Whole(line, route))
-                        continue
+                route = whole.get(_method_named(line))
+                if route is not None:
+                    events.append(Whole(line, route))
+                    continue
             event = self._receive_line(line)
             if event is not None:
                 events.append(event)
@@ -400,11 +407,7 @@ class Peer:
             return None
         if data.find(b"\n") != len(data) - 1:
             return None  # (not one line: validating it would fail, and cost more than this)
-        start = data.find(b'"method":"')
-        if start < 0:
-            return None
-        start += 10
-        return data[start : data.find(b'"', start)]
+        return _method_named(data)
 
     def answer_of(self, data: bytes) -> int | None:
         """The id of our outstanding request that ``data`` may answer, if ``data`` is one whole
