@@ -270,11 +270,12 @@ def _codec() -> tuple[Callable[..., Any], Callable[[Any], bytes]]:
 _loads, _dump = _codec()
 
 
-def _method_named(line: bytes) -> bytes | None:
-    """The method a request line names as it is written (found, not parsed: a hint)."""
+def _method_named(line: bytes) -> bytes:
+    """The method a request line names as it is written (found, not parsed: a hint); ``b""``
+    if it names none (no method name is empty)."""
     start = line.find(b'"method":"') + 10
     if start < 10:
-        return None
+        return b""
     return line[start : line.find(b'"', start)]
 
 
@@ -407,7 +408,7 @@ class Peer:
             return None
         if data.find(b"\n") != len(data) - 1:
             return None  # (not one line: validating it would fail, and cost more than this)
-        return _method_named(data)
+        return _method_named(data) or None
 
     def answer_of(self, data: bytes) -> int | None:
         """The id of our outstanding request that ``data`` may answer, if ``data`` is one whole
