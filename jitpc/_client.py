@@ -133,7 +133,7 @@ class Client:
         #: Resolved responders by name, filled at first use; cleared on any change.
         self._table: dict[str, Responder] = {}
         #: The typed methods of ``_table`` whose requests can be read whole, by the name as
-        #: written (see Connection._serve_fast); filled with it, cleared with it.
+        #: written (see Connection._serve_whole); filled with it, cleared with it.
         self._fast: dict[bytes, FastRoute] = {}
         self._connection: Connection | None = None
         self._retired: set[Connection] = set()  # ended by the peer, still finishing (reconnect)

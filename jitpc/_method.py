@@ -45,6 +45,7 @@ __all__ = [
     "check_result",
     "fingerprint",
     "json_agrees",
+    "json_reader",
     "line_reader",
     "result_reader",
     "first_error",
@@ -241,7 +242,12 @@ def line_reader(
     envelope = make(name, fields)
     if closed:
         envelope.__pydantic_config__ = ConfigDict(extra="forbid")
-    validate_json: Callable[[bytes], Any] = TypeAdapter(envelope).validator.validate_json
+    return json_reader(TypeAdapter(envelope).validator.validate_json, schema)
+
+
+def json_reader(validate_json: Callable[[bytes], Any], schema: Any) -> Callable[[bytes], Any]:
+    """``validate_json``, refusing NaN and Infinity if the core ``schema`` of what it reads
+    could take them."""
     return _finite(validate_json) if takes_non_finite(schema) else validate_json
 
 

@@ -23,10 +23,12 @@ and reused by any I/O layer. The integration contract:
   names their methods in :attr:`Peer.whole`: of a read of several lines, such a request comes
   as a :class:`Whole` event, its line unparsed, in order; what the layer does not take it hands
   to :meth:`Peer.read_line`. A read of one line it checks itself first, with
-  :meth:`Peer.method_of` (and an answer to its own request with :meth:`Peer.answer_of`).
+  :meth:`Peer.request_of` (and an answer to its own request with :meth:`Peer.answer_of`), and
+  answers with :meth:`Peer.send_answer`.
 
 Global state: a cache of at most 4,096 method names as JSON, filled as names are first seen;
-it never changes what is written. And the JSON codec: the json module's (:mod:`._stdjson`) until
+it never changes what is written. The request patterns of :meth:`Peer.request_of`, compiled at
+first use. And the JSON codec: the json module's (:mod:`._stdjson`) until
 a Peer is made once pydantic_core is loaded, pydantic's (:mod:`._json`) from then on; the two
 take the same texts.
 
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL_METHOD",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "SPLIT_MAX",
     "BadMessage",
     "CancelRequest",
     "ErrorResponse",
@@ -175,14 +178,17 @@ class BadMessage(_Event):
 
 class Whole(_Event):
     """A request line left unparsed, for a method in :attr:`Peer.whole` (its ``route``, the I/O
-    layer's own value): the I/O layer reads it itself, or hands it to :meth:`Peer.read_line`.
-    Don't subclass."""
+    layer's own value), as :meth:`Peer.request_of` splits one: the start of its answer
+    (``head``, for :meth:`Peer.send_answer`) and its params as written. The I/O layer reads the
+    params itself, or hands the ``line`` to :meth:`Peer.read_line`. Don't subclass."""
 
-    __slots__ = ("line", "route")
+    __slots__ = ("head", "line", "params", "route")
 
-    def __init__(self, line: bytes, route: Any) -> None:
+    def __init__(self, line: bytes, route: Any, head: bytes, params: bytes) -> None:
         self.line = line
         self.route = route
+        self.head = head
+        self.params = params
 
 
 Event = Request | Notification | Response | ErrorResponse | CancelRequest | BadMessage | Whole
@@ -270,13 +276,46 @@ def _codec() -> tuple[Callable[..., Any], Callable[[Any], bytes]]:
 _loads, _dump = _codec()
 
 
-def _method_named(line: bytes) -> bytes:
-    """The method a request line names as it is written (found, not parsed: a hint); ``b""``
-    if it names none (no method name is empty)."""
-    start = line.find(b'"method":"') + 10
-    if start < 10:
-        return b""
-    return line[start : line.find(b'"', start)]
+# A request line as jitpc writes one, and as Node does (PROTOCOL.md §3), split without parsing
+# (see Peer.request_of): an integer id from 1, a method name without escapes, the params as
+# written up to the brace that ends the line. Whatever else a line is, it does not match.
+_NAME = rb'"([^"\\\x00-\x1f]+)"'  # (no escape, no control character: JSON as it is written)
+_JITPC_REQUEST = (
+    rb'(\{"jsonrpc":"2\.0","id":[1-9][0-9]{0,19}),"method":' + _NAME + rb',"params":(.*)\}'
+)
+_NODE_REQUEST = rb'\{"method":' + _NAME + rb',"params":(.*),"id":([1-9][0-9]{0,19})\}'
+#: The longest read or line split so: the pattern scans the params byte by byte.
+SPLIT_MAX: Final = 64 * 1024
+
+_forms: tuple[Any, Any, Any, Any] | None = None
+
+
+def _request_forms() -> tuple[Any, Any, Any, Any]:
+    """The patterns' ``match``: of a read (the line and its newline), then of a line. Compiled
+    at first use: an untyped peer never needs them (compiling costs an import ~1 ms)."""
+    global _forms
+    if _forms is None:
+        _forms = (
+            re.compile(_JITPC_REQUEST + rb"\n\Z").match,
+            re.compile(_NODE_REQUEST + rb"\n\Z").match,
+            re.compile(_JITPC_REQUEST + rb"\Z").match,
+            re.compile(_NODE_REQUEST + rb"\Z").match,
+        )
+    return _forms
+
+
+def _split_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """A request line's (answer head, method, params), as :meth:`Peer.request_of` splits a
+    read, for a line of a read that held several."""
+    forms = _forms or _request_forms()
+    found = forms[2](line)
+    if found is not None:
+        return found.groups()  # type: ignore[no-any-return]
+    found = forms[3](line)
+    if found is not None:
+        method, params, id_ = found.groups()
+        return _ANSWER_HEAD + id_, method, params
+    return None
 
 
 _method_names: dict[str, bytes] = {}
@@ -324,7 +363,7 @@ class Peer:
         self.state = _OPEN
         #: Methods whose request lines, when a read holds several lines, come out unparsed as
         #: :class:`Whole` events: the method name as written -> the I/O layer's route. (A read
-        #: of one line is the I/O layer's to check first: see :meth:`method_of`.)
+        #: of one line is the I/O layer's to check first: see :meth:`request_of`.)
         self.whole: dict[bytes, Any] = {}
         global _loads, _dump
         if _dump is _plain_dump and "pydantic_core" in sys.modules:
@@ -380,11 +419,13 @@ class Peer:
             if len(line) > limit:
                 events.append(self._too_large())
                 return events
-            if whole and type(line) is bytes:
-                route = whole.get(_method_named(line))
-                if route is not None:
-                    events.append(Whole(line, route))
-                    continue
+            if whole and type(line) is bytes and len(line) <= SPLIT_MAX:
+                split = _split_line(line)
+                if split is not None:
+                    route = whole.get(split[1])
+                    if route is not None:
+                        events.append(Whole(line, route, split[0], split[2]))
+                        continue
             event = self._receive_line(line)
             if event is not None:
                 events.append(event)
@@ -395,26 +436,38 @@ class Peer:
                 events.append(self._too_large())
         return events
 
-    def method_of(self, data: bytes) -> bytes | None:
-        """The method ``data`` names as it is written, if ``data`` is one whole line this Peer
-        would read at once (else ``None``); nothing is taken.
+    def request_of(self, data: bytes) -> tuple[bytes, Any, bytes] | None:
+        """Split ``data``, if it is one whole request line this Peer would read at once, for a
+        method in :attr:`whole`, written as jitpc or Node writes a request (an integer id, the
+        method name without escapes, params): ``(head, route, params)``, ``head`` the start of
+        its answer (for :meth:`send_answer`), ``params`` as written. Else ``None``. Nothing is
+        taken.
 
-        A hint for an I/O layer that can read some methods' requests faster itself (jitpc's
-        typed methods): the name is found by a byte search, not a parse. A layer that uses the
-        hint must check the line whole, and hand anything it does not take to
-        :meth:`receive_data`. A name written with escapes is not recognised.
+        For an I/O layer that can read some methods' params faster itself (jitpc's typed
+        methods): the line is matched, not parsed, so the layer must check the params whole,
+        and hand anything it does not take to :meth:`receive_data`.
         """
-        if self._buf or self.state is not _OPEN or len(data) > self.max_message_bytes:
+        n = len(data)
+        if self._buf or self.state is not _OPEN or n > SPLIT_MAX or n > self.max_message_bytes:
             return None
-        if data.find(b"\n") != len(data) - 1:
-            return None  # (not one line: validating it would fail, and cost more than this)
-        return _method_named(data) or None
+        forms = _forms or _request_forms()
+        found = forms[0](data)
+        if found is not None:
+            head, method, params = found.groups()
+        else:
+            found = forms[1](data)
+            if found is None:
+                return None
+            method, params, id_ = found.groups()
+            head = _ANSWER_HEAD + id_
+        route = self.whole.get(method)
+        return None if route is None else (head, route, params)
 
     def answer_of(self, data: bytes) -> int | None:
         """The id of our outstanding request that ``data`` may answer, if ``data`` is one whole
         line this Peer would read at once (else ``None``); nothing is taken.
 
-        A hint, as :meth:`method_of` is: with one request outstanding, its id (whatever the
+        A hint, as :meth:`request_of` is: with one request outstanding, its id (whatever the
         line is); else the id at the head of a line as jitpc writes answers. A layer that reads
         the line itself checks it whole, then calls :meth:`take_answer`.
         """
@@ -609,6 +662,15 @@ class Peer:
         else:
             head = b'{"jsonrpc":"2.0","id":%b,"result":' % _dump(id_)
         self._outgoing.append(b"".join((head, body, b"}\n")))
+
+    def send_answer(self, head: bytes, result: Any) -> None:
+        """Queue the successful response to a request split by :meth:`request_of` (or given as
+        a :class:`Whole` event), by its ``head``: the same bytes as :meth:`send_result`.
+
+        Raises:
+            TypeError: ``result`` cannot be written as JSON (nothing is queued then).
+        """
+        self._outgoing.append(b"".join((head, b',"result":', _dump(result), b"}\n")))
 
     def send_error(self, id_: Any, error: RemoteError) -> None:
         """Queue an error response to the peer's request ``id_``.

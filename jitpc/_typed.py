@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, NewType, NoReturn, TypeVar, overload
 
 import typing_extensions
-from pydantic import StrictInt, StrictStr, ValidationError
+from pydantic import ValidationError
 
 from ._client import Client, TypedResponder, TypedServe, _Watcher
 from ._connection import is_awaitable
@@ -42,7 +42,7 @@ from ._method import (
     MethodSpec,
     first_error,
     json_agrees,
-    line_reader,
+    json_reader,
     result_validator,
     type_name,
     validation_errors,
@@ -131,7 +131,7 @@ class Router:
         self._specs[name] = spec
         respond, serve = _responder(spec, params_arg, client_arg)
         self._responders[name] = respond
-        reader = _request_reader(name, params_type)
+        reader = _request_reader(params_type)
         if reader is not None:
             self._fast[name] = (reader, serve)
         for watcher in list(self._watchers):
@@ -371,18 +371,11 @@ def _responder(
     return respond, serve
 
 
-# Request ids as the core reads them: a JSON integer or a string. (A float id, rare, takes the
-# general path, which writes it back as it came.)
-_Id = StrictInt | StrictStr
-
-
-def _request_reader(name: str, params_type: type[Method[Any]]) -> Callable[[bytes], Any] | None:
-    """A validator of a whole request line for the method ``name`` (its id, its method, its
-    params as ``params_type``), or ``None`` where validating the line as JSON could differ
-    from validating its parsed params (see :func:`json_agrees`)."""
+def _request_reader(params_type: type[Method[Any]]) -> Callable[[bytes], Any] | None:
+    """A validator of the params of a request for ``params_type``'s method as written (the
+    core splits the line: see Peer.request_of), or ``None`` where validating them as JSON could
+    differ from validating them parsed (see :func:`json_agrees`)."""
     schema = params_type.__pydantic_core_schema__
     if not json_agrees(schema):
         return None
-    # (Unknown keys are ignored, as the core ignores them; "jsonrpc" is not checked there.)
-    fields = {"id": _Id, "method": Literal[name], "params": params_type}
-    return line_reader(f"{params_type.__name__}Request", fields, schema)
+    return json_reader(params_type.__pydantic_validator__.validate_json, schema)

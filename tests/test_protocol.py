@@ -19,6 +19,7 @@ from jitpc._json import MAX_DEPTH
 from jitpc._protocol import (
     CANCEL_METHOD,
     MAX_CANCELLED,
+    SPLIT_MAX,
     BadMessage,
     CancelRequest,
     ErrorResponse,
@@ -671,20 +672,71 @@ def test_an_unreadable_request_is_answered_with_its_id() -> None:
 def test_named_methods_of_a_read_of_several_lines_come_unparsed_in_order() -> None:
     peer = Peer()
     peer.whole = {b"typed": "route"}
-    typed = b'{"jsonrpc":"2.0","id":1,"method":"typed","params":{}}'
+    typed = b'{"jsonrpc":"2.0","id":1,"method":"typed","params":{"a":[1]}}'
     other = b'{"jsonrpc":"2.0","id":2,"method":"other","params":{}}'
-    events = peer.receive_data(b"\n".join([typed, other, typed.replace(b"1", b"3")]) + b"\n")
+    events = peer.receive_data(b"\n".join([typed, other, typed.replace(b"1,", b"3,")]) + b"\n")
     assert [type(event) for event in events] == [Whole, Request, Whole]
-    first = events[0]
+    first, _, third = events
     assert isinstance(first, Whole) and first.line == typed and first.route == "route"
-    assert peer.read_line(first.line) == Request(1, "typed", {})
-    # A read of one line is the I/O layer's to check (Peer.method_of): it comes parsed.
-    assert peer.method_of(typed + b"\n") == b"typed"
-    assert peer.receive_data(typed + b"\n") == [Request(1, "typed", {})]
+    assert first.params == b'{"a":[1]}' and first.head == b'{"jsonrpc":"2.0","id":1'
+    assert isinstance(third, Whole) and third.head == b'{"jsonrpc":"2.0","id":3'
+    assert peer.read_line(first.line) == Request(1, "typed", {"a": [1]})
+    # A read of one line is the I/O layer's to check (Peer.request_of): it comes parsed.
+    assert peer.request_of(typed + b"\n") == (b'{"jsonrpc":"2.0","id":1', "route", b'{"a":[1]}')
+    assert peer.receive_data(typed + b"\n") == [Request(1, "typed", {"a": [1]})]
     # A line begun in an earlier read is parsed too.
     assert peer.receive_data(typed[:10]) == []
     assert peer.receive_data(typed[10:] + b"\n" + typed + b"\n") == [
-        Request(1, "typed", {}),
-        Whole(typed, "route"),
+        Request(1, "typed", {"a": [1]}),
+        Whole(typed, "route", b'{"jsonrpc":"2.0","id":1', b'{"a":[1]}'),
     ]
-    assert peer.method_of(b"two\nlines\n") is None
+    assert peer.request_of(typed + b"\n" + typed + b"\n") is None
+
+
+def test_request_lines_are_split_as_jitpc_and_node_write_them_and_nothing_else() -> None:
+    peer = Peer()
+    peer.whole = {b"m": "route"}
+    head = b'{"jsonrpc":"2.0","id":7'
+    for line in [
+        b'{"jsonrpc":"2.0","id":7,"method":"m","params":{"x":"}"}}',
+        b'{"method":"m","params":{"x":"}"},"id":7}',  # Node's
+    ]:
+        assert peer.request_of(line + b"\n") == (head, "route", b'{"x":"}"}')
+        (event,) = peer.receive_data(b"\n" + line + b"\n")  # (a blank line first: several)
+        assert event == Whole(line, "route", head, b'{"x":"}"}')
+    # Only exactly those forms: anything else is for the parser, which reads it as it is.
+    refused = [
+        b'{"jsonrpc":"2.0","id":7,"method":"m","params":{}}',  # no newline: not read yet
+        b'{"jsonrpc":"2.0","id":7,"method":"m","params":{}}\r\n',
+        b'{"jsonrpc":"2.0","id":0,"method":"m","params":{}}\n',  # Node's notification
+        b'{"jsonrpc":"2.0","id":07,"method":"m","params":{}}\n',
+        b'{"jsonrpc":"2.0","id":-7,"method":"m","params":{}}\n',
+        b'{"jsonrpc":"2.0","id":7.0,"method":"m","params":{}}\n',
+        b'{"jsonrpc":"2.0","id":"7","method":"m","params":{}}\n',
+        b'{"jsonrpc":"2.0","id":7,"method":"\\u006d","params":{}}\n',
+        b'{"jsonrpc":"2.0","id":7,"method":"other","params":{}}\n',
+        b'{"jsonrpc":"2.0","id":7,"method":"m"}\n',
+        b'{"jsonrpc":"2.0","id":7,"method":"m","params":{}} \n',
+        b'{"method":"m","params":{},"id":7,"x":1}\n',
+        b'{"params":{},"method":"m","id":7}\n',
+        b'{"jsonrpc":"2.0","id":7,"method":"m","params":"' + b"x" * SPLIT_MAX + b'"}\n',
+    ]
+    for line in refused:
+        assert peer.request_of(line) is None, line
+    peer.whole[b"m\tx"] = "route"  # a raw tab is no JSON: the parser refuses it (-32700)
+    assert peer.request_of(b'{"jsonrpc":"2.0","id":7,"method":"m\tx","params":{}}\n') is None
+    peer = Peer(max_message_bytes=40)
+    peer.whole = {b"m": "route"}
+    assert peer.request_of(b'{"jsonrpc":"2.0","id":7,"method":"m","params":{}}\n') is None
+    peer = Peer()
+    peer.whole = {b"m": "route"}
+    assert peer.receive_data(b'{"jsonrpc":"2.0","id":7') == []
+    assert peer.request_of(b',"method":"m","params":{}}\n') is None  # (the start came before)
+
+
+def test_an_answer_by_its_head_is_the_answer_by_its_id() -> None:
+    peer = Peer()
+    peer.send_answer(b'{"jsonrpc":"2.0","id":7', {"a": 1})
+    peer.send_result(7, {"a": 1})
+    first, second = peer.data_to_send().splitlines(keepends=True)
+    assert first == second == b'{"jsonrpc":"2.0","id":7,"result":{"a":1}}\n'

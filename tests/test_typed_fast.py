@@ -125,7 +125,7 @@ async def test_a_request_read_whole_is_answered_as_a_parsed_one(peer: RawPeer) -
     second = await exchange(peer, line)
     assert modes == ["python", "json"]
     assert first == second == b'{"jsonrpc":"2.0","id":7,"result":{"key":"k","n":5,"x":0.1}}\n'
-    # A string id, and Node's order (id last, no "jsonrpc"), are read whole too.
+    # Node's order (id last, no "jsonrpc") is read whole too; a string id is parsed, the same.
     assert await exchange(peer, request("a", b'{"key":"k","n":1}')) == (
         b'{"jsonrpc":"2.0","id":"a","result":{"key":"k","n":1,"x":null}}\n'
     )
@@ -133,7 +133,7 @@ async def test_a_request_read_whole_is_answered_as_a_parsed_one(peer: RawPeer) -
     assert await exchange(peer, node) == (
         b'{"jsonrpc":"2.0","id":9,"result":{"key":"k","n":2,"x":null}}\n'
     )
-    assert modes == ["python", "json", "json", "json"]
+    assert modes == ["python", "json", "python", "json"]
 
 
 async def test_invalid_params_get_the_errors_of_the_parsed_path(peer: RawPeer) -> None:
@@ -161,7 +161,7 @@ async def test_a_non_finite_number_is_still_not_json(peer: RawPeer, constant: by
 
 async def test_what_the_fast_path_does_not_take_is_read_as_before(peer: RawPeer) -> None:
     await exchange(peer, request(1, b'{"key":"k","n":1}'))
-    # A float id is written back as it came; the fast path takes integer and string ids only.
+    # A float id is written back as it came; the fast path takes integer ids from 1 only.
     answer = await exchange(peer, request(1.0, b'{"key":"k","n":1}'))
     assert answer.startswith(b'{"jsonrpc":"2.0","id":1.0,"result":')
     # Two requests in one write (each line still read whole), an escaped method name, a falsy
@@ -173,20 +173,18 @@ async def test_what_the_fast_path_does_not_take_is_read_as_before(peer: RawPeer)
     escaped = b'{"jsonrpc":"2.0","id":5,"method":"pro\\u0062e","params":{"key":"k","n":1}}\n'
     assert (await exchange(peer, escaped)).startswith(b'{"jsonrpc":"2.0","id":5,"result":')
     await peer.send(request(0, b'{"key":"k","n":1}'))
-    await validated(8)  # (else it may be read with the next request: two lines, parsed)
+    await validated(6)  # (else it may be read with the next request: two lines, parsed)
     assert (await exchange(peer, request(6, b'{"key":"k","n":1}'))).startswith(
         b'{"jsonrpc":"2.0","id":6,"result":'
     )
     # (A line the fast path refuses after validating it is validated again, parsed.)
     assert modes == [
         "python",  # 1: the first request, parsed, looks the method up
-        "json",  # 1.0: read whole, the id refused, ...
-        "python",  # ... then parsed
+        "python",  # 1.0: not an id the fast path takes, parsed
         "json",  # 3 and 4: two lines in one read, each read whole
         "json",
         "python",  # 5: an escaped name is not recognised
-        "json",  # 0: read whole, a notification, ...
-        "python",  # ... so parsed
+        "python",  # 0: a notification, to Node: parsed
         "json",  # 6
     ]
 
@@ -428,7 +426,6 @@ async def test_each_line_of_a_read_of_several_is_answered_as_if_alone(peer: RawP
         "json",  # 10
         "json",  # 11: read whole, refused, ...
         "python",  # ... parsed, for its errors
-        "json",  # 0: read whole, a notification, ...
-        "python",  # ... so parsed
+        "python",  # 0: a notification, to Node: parsed
         "json",  # 14
     ]
