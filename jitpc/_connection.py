@@ -44,6 +44,7 @@ from ._protocol import (
     Request,
     Response,
     Whole,
+    head_id,
 )
 from ._protocol import State as PeerState
 from ._transport import peer_gone
@@ -528,15 +529,15 @@ class Connection(asyncio.Protocol):
         try:
             result = serve(value)
         except Exception as exc:
-            self._send_exception(int(head[22:]), name, exc)
+            self._send_exception(head_id(head), name, exc)
             return True
         if type(result) not in PLAIN_TYPES and is_awaitable(result):
-            self._start(int(head[22:]), name, result)
+            self._start(head_id(head), name, result)
             return True
         try:
             self._peer.send_answer(head, result)
         except TypeError as exc:
-            id_ = int(head[22:])
+            id_ = head_id(head)
             self._peer.send_error(id_, unencodable(id_, exc, self._log))
         return True
 

@@ -74,6 +74,7 @@ __all__ = [
     "Response",
     "State",
     "Whole",
+    "head_id",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
@@ -304,6 +305,11 @@ def _request_forms() -> tuple[Any, Any, Any, Any]:
     return _forms
 
 
+def head_id(head: bytes) -> int:
+    """The id of the request whose answer begins with ``head`` (see :meth:`Peer.request_of`)."""
+    return int(head[len(_ANSWER_HEAD) :])
+
+
 def _split_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
     """A request line's (answer head, method, params), as :meth:`Peer.request_of` splits a
     read, for a line of a read that held several."""
@@ -451,6 +457,8 @@ class Peer:
         if self._buf or self.state is not _OPEN or n > SPLIT_MAX or n > self.max_message_bytes:
             return None
         forms = _forms or _request_forms()
+        # (_split_line's two forms written out, for a read's patterns: a call less per typed
+        # request, 800 instructions of 7,000, callgrind.)
         found = forms[0](data)
         if found is not None:
             head, method, params = found.groups()
