@@ -59,9 +59,10 @@ R = TypeVar("R")
 TypedResponder = Callable[["Client", Any], Any]
 #: The same, from params already validated (a request line read whole: see FastRoute).
 TypedServe = Callable[["Client", Any], Any]
-#: A typed method's fast path, as a router keeps it: a validator of a whole request line, and
-#: what serves the params it validated.
-TypedFast = tuple[Callable[[bytes], Any], TypedServe]
+#: A typed method's fast path, as a router keeps it: a validator of a request's params as
+#: written, what serves the params it validated, and the same for a handler that takes no
+#: client (``None`` if it takes one, or runs in a thread): no per-client binding to call.
+TypedFast = tuple[Callable[[bytes], Any], TypedServe, Callable[[Any], Any] | None]
 
 
 class _Watcher(Protocol):
@@ -551,9 +552,10 @@ class Client:
                 return None  # unknown names are not cached: no unbounded growth
             fn = functools.partial(typed, self)
             if fast is not None:
-                read, serve = fast
+                read, serve, alone = fast
                 key = method.encode("utf-8", "replace")  # (a name unlike what is written)
-                self._fast[key] = (method, read, functools.partial(serve, self))
+                bound = functools.partial(serve, self) if alone is None else alone
+                self._fast[key] = (method, read, bound)
         self._table[method] = fn
         return fn
 

@@ -368,16 +368,44 @@ class Connection(asyncio.Protocol):
             if (
                 found is not None
                 and not self._deferred
-                and len(self._tasks) < MAX_IN_FLIGHT
+                and (not self._tasks or len(self._tasks) < MAX_IN_FLIGHT)
                 and self._unsent_replies <= MAX_UNSENT_REPLY_BYTES
             ):
-                self._flush_pending = True  # as in _process
-                if self._serve_whole(*found):
-                    self._flush()
-                    if self.state is ENDING:
-                        self._maybe_finish_end()
-                    return
-                self._flush_pending = False
+                # _serve_whole written out for the usual read of a typed server, one request,
+                # its answer written as it is made (no queue, no flush): 2,000 instructions a
+                # request fewer (callgrind). Failures take the same steps as there.
+                head, (name, read, serve), params = found
+                if name in self._table:
+                    try:
+                        value = read(params)
+                    except Exception:
+                        pass  # for the general path below, as in _serve_whole
+                    else:
+                        self._flush_pending = True  # as in _process
+                        line = b""
+                        try:
+                            result = serve(value)
+                        except Exception as exc:
+                            self._send_exception(head_id(head), name, exc)
+                        else:
+                            if type(result) not in PLAIN_TYPES and is_awaitable(result):
+                                self._start(head_id(head), name, result)
+                            else:
+                                # (Paused, it is queued: _flush counts what waits unsent.)
+                                try:
+                                    line = peer.send_answer(head, result, not self.write_paused)
+                                except TypeError as exc:
+                                    self._unencodable(head, exc)
+                        if line:
+                            self._flush_pending = False
+                            transport = self._transport
+                            if transport is not None and self.state is not CLOSED:
+                                transport.write(line)
+                        else:
+                            self._flush()
+                        if self.state is ENDING:
+                            self._maybe_finish_end()
+                        return
         if self._expect:
             id_ = peer.answer_of(data)
             if id_ is not None:
@@ -537,9 +565,13 @@ class Connection(asyncio.Protocol):
         try:
             self._peer.send_answer(head, result)
         except TypeError as exc:
-            id_ = head_id(head)
-            self._peer.send_error(id_, unencodable(id_, exc, self._log))
+            self._unencodable(head, exc)
         return True
+
+    def _unencodable(self, head: bytes, exc: TypeError) -> None:
+        """Answer a split request whose result cannot be written as JSON with -32603."""
+        id_ = head_id(head)
+        self._peer.send_error(id_, unencodable(id_, exc, self._log))
 
     def _read_answer(self, id_: int, read: Callable[[bytes], Any], data: bytes) -> bool:
         """Settle our request ``id_`` with its result, the answer line validated at once from

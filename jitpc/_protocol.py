@@ -671,14 +671,20 @@ class Peer:
             head = b'{"jsonrpc":"2.0","id":%b,"result":' % _dump(id_)
         self._outgoing.append(b"".join((head, body, b"}\n")))
 
-    def send_answer(self, head: bytes, result: Any) -> None:
+    def send_answer(self, head: bytes, result: Any, now: bool = False) -> bytes:
         """Queue the successful response to a request split by :meth:`request_of` (or given as
         a :class:`Whole` event), by its ``head``: the same bytes as :meth:`send_result`.
+        Returns ``b""``; or, with ``now`` and nothing queued before it, the line itself, not
+        queued, for the caller to write at once (one read's answer, written as it is made).
 
         Raises:
             TypeError: ``result`` cannot be written as JSON (nothing is queued then).
         """
-        self._outgoing.append(b"".join((head, b',"result":', _dump(result), b"}\n")))
+        line = b"".join((head, b',"result":', _dump(result), b"}\n"))
+        if now and not self._outgoing:
+            return line
+        self._outgoing.append(line)
+        return b""
 
     def send_error(self, id_: Any, error: RemoteError) -> None:
         """Queue an error response to the peer's request ``id_``.

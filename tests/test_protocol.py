@@ -740,3 +740,17 @@ def test_an_answer_by_its_head_is_the_answer_by_its_id() -> None:
     peer.send_result(7, {"a": 1})
     first, second = peer.data_to_send().splitlines(keepends=True)
     assert first == second == b'{"jsonrpc":"2.0","id":7,"result":{"a":1}}\n'
+
+
+def test_an_answer_made_now_is_returned_only_with_nothing_queued_before_it() -> None:
+    peer = Peer()
+    head = b'{"jsonrpc":"2.0","id":7'
+    answer = b'{"jsonrpc":"2.0","id":7,"result":{"a":1}}\n'
+    assert peer.send_answer(head, {"a": 1}, now=True) == answer
+    assert peer.data_to_send() == b""  # (returned, not queued)
+    peer.send_notification("progress", {"n": 1})
+    assert peer.send_answer(head, {"a": 1}, now=True) == b""  # queued behind it
+    assert peer.send_answer(head, {"a": 1}) == b""
+    assert peer.data_to_send() == (
+        b'{"jsonrpc":"2.0","method":"progress","params":{"n":1}}\n' + answer + answer
+    )

@@ -429,3 +429,29 @@ async def test_each_line_of_a_read_of_several_is_answered_as_if_alone(peer: RawP
         "python",  # 0: a notification, to Node: parsed
         "json",  # 14
     ]
+
+
+class Step(jitpc.Method[Echoed], method="step"):
+    key: str
+    n: int
+
+
+async def test_what_a_handler_sends_before_its_answer_goes_out_first(peer: RawPeer) -> None:
+    # A request read whole is answered as soon as its handler returns; a message the handler
+    # sent on the way must still come before the answer.
+    (server,) = served.values()
+
+    @server.method
+    def step(params: Step, client: jitpc.Client) -> Echoed:
+        client.notify("progress", {"n": params.n})
+        return Echoed(key=params.key, n=params.n)
+
+    line = request(3, b'{"key":"k","n":1}', method="step")
+    for _ in range(2):  # the first looks the method up (parsed); the second is read whole
+        await peer.send(line)
+        assert await peer.read_line() == (
+            b'{"jsonrpc":"2.0","method":"progress","params":{"n":1}}\n'
+        )
+        assert await peer.read_line() == (
+            b'{"jsonrpc":"2.0","id":3,"result":{"key":"k","n":1,"x":null}}\n'
+        )
