@@ -157,7 +157,10 @@ class Page:
         self.cwd = cwd
         self.tmpdir = tmpdir
         self.env = python_env(PATH=os.pathsep.join([str(BIN), os.environ["PATH"]]))
-        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # No bytecode cache for the samples' own modules: daemons.md edits daemon.py with sed
+        # within a second of importing it, and the edit keeps its size, so Python would run the
+        # cached bytecode of the old text (a pyc is checked by mtime in seconds, and size).
+        self.env["PYTHONDONTWRITEBYTECODE"] = "1"
         # mypy finds jitpc through PYTHONPATH, as an installed library; a cache that outlives
         # the run saves the seconds of checking pydantic each time (git-ignored, as mypy's own).
         self.env["MYPY_CACHE_DIR"] = str(ROOT / ".mypy_cache" / "test_docs")
