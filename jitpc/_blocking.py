@@ -188,7 +188,7 @@ class Connection:
                 self._wait_for_room(deadline)
             if self.state != OPEN:
                 raise self.closed_error()
-            id_ = self._peer.send_request(method, params, waiter)
+            id_, _ = self._peer.send_request(method, params, waiter)
             self._flush()
         try:
             remaining = _remaining(deadline)

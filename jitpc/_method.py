@@ -26,7 +26,6 @@ from typing import (
     ClassVar,
     Generic,
     Literal,
-    NotRequired,
     TypeVar,
     Union,
     cast,
@@ -34,8 +33,7 @@ from typing import (
     get_origin,
 )
 
-import typing_extensions
-from pydantic import BaseModel, ConfigDict, StrictInt, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ._errors import ResultValidationError
 
@@ -46,7 +44,6 @@ __all__ = [
     "fingerprint",
     "json_agrees",
     "json_reader",
-    "line_reader",
     "result_reader",
     "first_error",
     "invalid_result",
@@ -232,19 +229,6 @@ def _finite(validate_json: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return read
 
 
-def line_reader(
-    name: str, fields: dict[str, Any], schema: Any, *, closed: bool = False
-) -> Callable[[bytes], Any]:
-    """``validate_json`` of a whole message line as a TypedDict of ``fields`` (unknown keys
-    refused if ``closed``, else ignored), refusing NaN and Infinity if the core ``schema`` of
-    what it carries could take them."""
-    make: Any = typing_extensions.TypedDict  # (mypy wants a literal name)
-    envelope = make(name, fields)
-    if closed:
-        envelope.__pydantic_config__ = ConfigDict(extra="forbid")
-    return json_reader(TypeAdapter(envelope).validator.validate_json, schema)
-
-
 def json_reader(validate_json: Callable[[bytes], Any], schema: Any) -> Callable[[bytes], Any]:
     """``validate_json``, refusing NaN and Infinity if the core ``schema`` of what it reads
     could take them."""
@@ -252,11 +236,10 @@ def json_reader(validate_json: Callable[[bytes], Any], schema: Any) -> Callable[
 
 
 def result_reader(params_type: type[Method[Any]]) -> Callable[[bytes], Any] | None:
-    """The (cached) validator of a whole answer line to a request for ``params_type``'s method:
-    a dict of its ``id`` and its ``result``, validated; ``None`` unless the result type is a
-    model for which validating the line as JSON could not differ from validating its parsed
-    result (see :func:`json_agrees`). Any other line (an error, unknown keys, a falsy
-    ``error``) is refused with a ValueError, for the general path to read."""
+    """The (cached) validator of the result of a request for ``params_type``'s method, as
+    written (the core splits the answer line: see Peer.result_of); ``None`` unless the result
+    type is a model for which validating it as JSON could not differ from validating it parsed
+    (see :func:`json_agrees`)."""
     cached = params_type.__dict__.get("__jitpc_read_result__", _UNSET)
     if cached is not _UNSET:
         return cast("Callable[[bytes], Any] | None", cached)
@@ -265,14 +248,7 @@ def result_reader(params_type: type[Method[Any]]) -> Callable[[bytes], Any] | No
     if isinstance(result_type, type) and issubclass(result_type, BaseModel):
         schema = result_adapter(params_type).core_schema
         if json_agrees(schema) and not _holds_strict_params(schema):
-            fields = {
-                "jsonrpc": NotRequired[Any],
-                "id": StrictInt,
-                "result": result_type,
-                "error": NotRequired[None],
-            }
-            # Closed: an answer with anything more (a truthy "error") is the general path's.
-            reader = line_reader(f"{params_type.__name__}Answer", fields, schema, closed=True)
+            reader = json_reader(result_type.__pydantic_validator__.validate_json, schema)
     params_type.__jitpc_read_result__ = reader
     return reader
 

@@ -23,7 +23,7 @@ and reused by any I/O layer. The integration contract:
   names their methods in :attr:`Peer.whole`: of a read of several lines, such a request comes
   as a :class:`Whole` event, its line unparsed, in order; what the layer does not take it hands
   to :meth:`Peer.read_line`. A read of one line it checks itself first, with
-  :meth:`Peer.request_of` (and an answer to its own request with :meth:`Peer.answer_of`), and
+  :meth:`Peer.request_of` (and a result of its own request with :meth:`Peer.result_of`), and
   answers with :meth:`Peer.send_answer`.
 
 Global state: a cache of at most 4,096 method names as JSON, filled as names are first seen;
@@ -285,15 +285,20 @@ _JITPC_REQUEST = (
     rb'(\{"jsonrpc":"2\.0","id":[1-9][0-9]{0,19}),"method":' + _NAME + rb',"params":(.*)\}'
 )
 _NODE_REQUEST = rb'\{"method":' + _NAME + rb',"params":(.*),"id":([1-9][0-9]{0,19})\}'
-#: The longest read or line split so: the pattern scans the params byte by byte.
+# A result as jitpc writes one, and as Node does (see Peer.result_of): the same ids, the result
+# as written up to the end of the line.
+_JITPC_RESULT = rb'\{"jsonrpc":"2\.0","id":([1-9][0-9]{0,19}),"result":(.*)\}\n\Z'
+_NODE_RESULT = rb'\{"result":(.*),"error":null,"id":([1-9][0-9]{0,19})\}\n\Z'
+#: The longest read or line split so: the patterns scan the params (or result) byte by byte.
 SPLIT_MAX: Final = 64 * 1024
 
-_forms: tuple[Any, Any, Any, Any] | None = None
+_forms: tuple[Any, Any, Any, Any, Any, Any] | None = None
 
 
-def _request_forms() -> tuple[Any, Any, Any, Any]:
-    """The patterns' ``match``: of a read (the line and its newline), then of a line. Compiled
-    at first use: an untyped peer never needs them (compiling costs an import ~1 ms)."""
+def _request_forms() -> tuple[Any, Any, Any, Any, Any, Any]:
+    """The patterns' ``match``: requests of a read (the line and its newline), of a line; then
+    results of a read. Compiled at first use: an untyped peer never needs them (compiling
+    costs an import ~1 ms)."""
     global _forms
     if _forms is None:
         _forms = (
@@ -301,6 +306,8 @@ def _request_forms() -> tuple[Any, Any, Any, Any]:
             re.compile(_NODE_REQUEST + rb"\n\Z").match,
             re.compile(_JITPC_REQUEST + rb"\Z").match,
             re.compile(_NODE_REQUEST + rb"\Z").match,
+            re.compile(_JITPC_RESULT).match,
+            re.compile(_NODE_RESULT).match,
         )
     return _forms
 
@@ -471,29 +478,28 @@ class Peer:
         route = self.whole.get(method)
         return None if route is None else (head, route, params)
 
-    def answer_of(self, data: bytes) -> int | None:
-        """The id of our outstanding request that ``data`` may answer, if ``data`` is one whole
-        line this Peer would read at once (else ``None``); nothing is taken.
+    def result_of(self, data: bytes) -> tuple[int, bytes] | None:
+        """Split ``data``, if it is one whole result line this Peer would read at once, written
+        as jitpc or Node writes a result (an integer id, ``result``, nothing else):
+        ``(id, result)``, the result as written. Else ``None``. Nothing is taken.
 
-        A hint, as :meth:`request_of` is: with one request outstanding, its id (whatever the
-        line is); else the id at the head of a line as jitpc writes answers. A layer that reads
-        the line itself checks it whole, then calls :meth:`take_answer`.
+        As :meth:`request_of`, for a layer that reads some results faster itself: it must
+        check the result whole, then call :meth:`take_answer` if the id is outstanding; what
+        it does not take, it hands to :meth:`receive_data`.
         """
-        if self._buf or self.state is not _OPEN or len(data) > self.max_message_bytes:
+        n = len(data)
+        if self._buf or self.state is not _OPEN or n > SPLIT_MAX or n > self.max_message_bytes:
             return None
-        if data.find(b"\n") != len(data) - 1:
-            return None  # (not one line: validating it would fail, and cost more than this)
-        outstanding = self._outstanding
-        if len(outstanding) == 1:
-            for id_ in outstanding:
-                return id_
-        if not data.startswith(_ANSWER_HEAD):
-            return None
-        end = data.find(b",", 22)
-        digits = data[22:end]
-        if end < 0 or not digits.isdigit() or len(digits) > 20:
-            return None
-        return int(digits)
+        forms = _forms or _request_forms()
+        found = forms[4](data)
+        if found is not None:
+            id_, result = found.groups()
+        else:
+            found = forms[5](data)
+            if found is None:
+                return None
+            result, id_ = found.groups()
+        return int(id_), result
 
     def take_answer(self, id_: int) -> Any:
         """Our request ``id_`` is answered, by a line read without :meth:`receive_data`: forget
@@ -605,8 +611,12 @@ class Peer:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send_request(self, method: str, params: Any = None, waiter: Any = None) -> int:
-        """Queue a request; return its id, which the response will carry with ``waiter``.
+    def send_request(
+        self, method: str, params: Any = None, waiter: Any = None, now: bool = False
+    ) -> tuple[int, bytes]:
+        """Queue a request; return its id, which the response will carry with ``waiter``, and
+        ``b""``; or, with ``now`` and nothing queued before it, its id and the line itself, not
+        queued, for the caller to write at once (a request sent alone, written as it is made).
 
         Raises:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
@@ -620,10 +630,12 @@ class Peer:
             # times as its buffer grows (0.43 ms against 0.05 ms for 1 MiB).
             head = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":' % (id_, name)
             line = b"".join((head, _dump(params), b"}\n"))
-        self._outgoing.append(line)
         self._next_id = id_ + 1
         self._outstanding[id_] = waiter
-        return id_
+        if now and not self._outgoing:
+            return id_, line
+        self._outgoing.append(line)
+        return id_, b""
 
     def cancel(self, id_: int) -> bool:
         """Give up our request ``id_``: queue the cancel notification, and drop its answer if

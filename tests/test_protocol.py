@@ -238,8 +238,8 @@ def test_byte_trickle_is_linear() -> None:
 
 def test_outgoing_messages_and_ids(encoder: str) -> None:
     peer = Peer()
-    assert peer.send_request("inc", {"key": "a"}) == 1
-    assert peer.send_request("inc") == 2
+    assert peer.send_request("inc", {"key": "a"}) == (1, b"")
+    assert peer.send_request("inc") == (2, b"")
     peer.send_notification("log", ["hi"])
     peer.send_result(7, {"count": 1})
     peer.send_result("s", None)
@@ -284,7 +284,7 @@ def test_unencodable_params_raise_and_queue_nothing(encoder: str) -> None:
     with pytest.raises(TypeError):
         peer.send_request("m", {"x": object()})
     assert peer.data_to_send() == b""
-    assert peer.send_request("m") == 1
+    assert peer.send_request("m") == (1, b"")
 
 
 def _nested(levels: int, shape: str) -> Any:
@@ -352,12 +352,12 @@ def test_error_with_unencodable_data_is_still_sent(encoder: str) -> None:
 def test_two_peers_through_a_link() -> None:
     """A request and its response, and the reverse direction, between two cores."""
     a, b = Peer(), Peer()
-    id_a = a.send_request("add", [1, 2])
+    id_a, _ = a.send_request("add", [1, 2])
     [req] = b.receive_data(a.data_to_send())
     assert isinstance(req, Request)
     assert req == Request(id_a, "add", [1, 2])
     b.send_result(req.id, 3)
-    id_b = b.send_request("ping")
+    id_b, _ = b.send_request("ping")
     assert a.receive_data(b.data_to_send()) == [Response(id_a, 3), Request(id_b, "ping", None)]
     a.send_error(id_b, RemoteError("nope", "E_NOPE"))
     [err] = b.receive_data(a.data_to_send())
@@ -542,8 +542,8 @@ def test_models_are_written_by_alias_with_their_own_serializer(encoder: str) -> 
 
 def test_answers_carry_the_waiter_of_the_request_they_answer() -> None:
     a, b = Peer(), Peer()
-    first = a.send_request("m", 1, waiter="w1")
-    second = a.send_request("m", 2, waiter="w2")
+    first, _ = a.send_request("m", 1, waiter="w1")
+    second, _ = a.send_request("m", 2, waiter="w2")
     assert a.outstanding == 2
     b.receive_data(a.data_to_send())
     b.send_error(second, MethodNotFound("no"))
@@ -569,7 +569,7 @@ def test_an_answer_by_a_true_or_float_id_does_not_match_an_int_request() -> None
 @pytest.mark.parametrize("split", SPLITS)
 def test_cancel_tells_the_peer_and_drops_the_late_answer_quietly(split: str) -> None:
     a, b = Peer(), Peer()
-    id_ = a.send_request("slow", None, waiter="w")
+    id_, _ = a.send_request("slow", None, waiter="w")
     b.receive_data(a.data_to_send())
     assert a.cancel(id_) and not a.cancel(id_)  # once: the second finds nothing outstanding
     assert a.outstanding == 0
@@ -583,7 +583,7 @@ def test_cancel_tells_the_peer_and_drops_the_late_answer_quietly(split: str) -> 
 
 def test_cancel_on_the_wire_is_lsps_notification() -> None:
     peer = Peer()
-    id_ = peer.send_request("m")
+    id_, _ = peer.send_request("m")
     peer.data_to_send()
     peer.cancel(id_)
     assert replies(peer) == [{"jsonrpc": "2.0", "method": CANCEL_METHOD, "params": {"id": id_}}]
@@ -609,7 +609,7 @@ def test_a_cancel_sent_as_a_request_is_a_request() -> None:
 
 def test_cancelled_ids_are_remembered_within_a_bound() -> None:
     peer = Peer()
-    ids = [peer.send_request("m") for _ in range(MAX_CANCELLED + 10)]
+    ids = [peer.send_request("m")[0] for _ in range(MAX_CANCELLED + 10)]
     for id_ in ids:
         peer.cancel(id_)
     assert len(peer._cancelled) == MAX_CANCELLED
@@ -637,7 +637,7 @@ def test_state_follows_eof_and_failure() -> None:
     other.receive_eof()
     assert other.state is State.CLOSED and not other.failed
     # A closed peer queues no cancel: nobody would read it.
-    id_ = other.send_request("m")
+    id_, _ = other.send_request("m")
     other.data_to_send()
     assert other.cancel(id_) and other.data_to_send() == b""
 
@@ -734,12 +734,57 @@ def test_request_lines_are_split_as_jitpc_and_node_write_them_and_nothing_else()
     assert peer.request_of(b',"method":"m","params":{}}\n') is None  # (the start came before)
 
 
+def test_result_lines_are_split_as_jitpc_and_node_write_them_and_nothing_else() -> None:
+    peer = Peer()
+    for line in [
+        b'{"jsonrpc":"2.0","id":7,"result":{"x":"}"}}\n',
+        b'{"result":{"x":"}"},"error":null,"id":7}\n',  # Node's
+    ]:
+        assert peer.result_of(line) == (7, b'{"x":"}"}')
+    # What follows the result is no part of it: such a line is split, and its "result" is then
+    # no JSON, which the reader refuses (the general path reads the line).
+    assert peer.result_of(b'{"jsonrpc":"2.0","id":7,"result":1,"error":false}\n') == (
+        7,
+        b'1,"error":false',
+    )
+    refused = [
+        b'{"jsonrpc":"2.0","id":7,"result":1}',  # no newline: not read yet
+        b'{"jsonrpc":"2.0","id":7,"result":1}\r\n',
+        b'{"jsonrpc":"2.0","id":7,"result":1}\n{"jsonrpc":"2.0","id":8,"result":1}\n',
+        b'{"jsonrpc":"2.0","id":0,"result":1}\n',
+        b'{"jsonrpc":"2.0","id":07,"result":1}\n',
+        b'{"jsonrpc":"2.0","id":"7","result":1}\n',
+        b'{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"no"}}\n',
+        b'{"jsonrpc":"2.0","result":1,"id":7}\n',
+        b'{"result":1,"id":7}\n',
+        b'{"result":1,"error":null,"id":7} \n',
+        b'{"jsonrpc":"2.0","id":7,"result":"' + b"x" * SPLIT_MAX + b'"}\n',
+    ]
+    for line in refused:
+        assert peer.result_of(line) is None, line
+    assert Peer(max_message_bytes=20).result_of(b'{"jsonrpc":"2.0","id":7,"result":1}\n') is None
+    peer = Peer()
+    assert peer.receive_data(b'{"jsonrpc":"2.0","id":7') == []
+    assert peer.result_of(b',"result":1}\n') is None  # (the start came before)
+
+
 def test_an_answer_by_its_head_is_the_answer_by_its_id() -> None:
     peer = Peer()
     peer.send_answer(b'{"jsonrpc":"2.0","id":7', {"a": 1})
     peer.send_result(7, {"a": 1})
     first, second = peer.data_to_send().splitlines(keepends=True)
     assert first == second == b'{"jsonrpc":"2.0","id":7,"result":{"a":1}}\n'
+
+
+def test_a_request_made_now_is_returned_only_with_nothing_queued_before_it() -> None:
+    peer = Peer()
+    line = b'{"jsonrpc":"2.0","id":1,"method":"m","params":[1]}\n'
+    assert peer.send_request("m", [1], "w", now=True) == (1, line)
+    assert peer.data_to_send() == b""  # (returned, not queued; outstanding all the same)
+    assert peer.receive_data(b'{"jsonrpc":"2.0","id":1,"result":2}\n') == [Response(1, 2, "w")]
+    peer.send_notification("n")
+    assert peer.send_request("m", [1], now=True) == (2, b"")  # queued behind it
+    assert peer.data_to_send() == b'{"jsonrpc":"2.0","method":"n"}\n' + line.replace(b"1", b"2", 1)
 
 
 def test_an_answer_made_now_is_returned_only_with_nothing_queued_before_it() -> None:

@@ -359,8 +359,8 @@ async def test_an_answer_read_whole_is_the_result_of_the_parsed_one(jitpc_id: st
         # A falsy error beside a result is a result, to the general path.
         falsy = '{"jsonrpc":"2.0","id":ID,"result":{"n":3},"error":false}'
         assert (await client.call(Ask(reply=falsy))).n == 3
-        # (Validated whole, refused for the "error", validated again parsed.)
-        assert answer_modes == ["json", "json", "json", "python"]
+        # (Not split: what follows the result is no part of it; validated parsed.)
+        assert answer_modes == ["json", "json", "python"]
 
 
 async def test_an_answer_the_fast_path_refuses_is_read_as_before(jitpc_id: str) -> None:
@@ -376,9 +376,9 @@ async def test_an_answer_the_fast_path_refuses_is_read_as_before(jitpc_id: str) 
         assert caught.value.result == {"n": "one"}
         with pytest.raises(jitpc.ProtocolError, match="cannot be read"):
             await client.call(Ask(reply='{"jsonrpc":"2.0","id":ID,"result":{"n":1,"x":NaN}}'))
-        # Only the error's result was validated (whole, before its "error" refused it); the
-        # wrong n fails before the validator, and the NaN is not read.
-        assert answer_modes == ["json"]
+        # None was validated: the error's result is not split off (what follows it is no part
+        # of it), the wrong n fails before the validator, and the NaN is not read.
+        assert answer_modes == []
 
 
 async def test_a_late_answer_to_a_call_given_up_settles_nothing(jitpc_id: str) -> None:
