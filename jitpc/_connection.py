@@ -44,6 +44,7 @@ from ._protocol import (
     Request,
     Response,
     Whole,
+    WholeResult,
     head_id,
 )
 from ._protocol import State as PeerState
@@ -186,6 +187,7 @@ class Connection(asyncio.Protocol):
         #: result as written (see data_received). Kept in step with the core's outstanding
         #: requests.
         self._expect: dict[int, Callable[[bytes], Any]] = {}
+        self._peer.whole_results = self._expect  # (the same dict, for reads of several lines)
         self._flush_pending = False
         self._unflushed = 0  # messages queued since the flush was scheduled (see WRITE_BATCH)
         self._wrote_early = False  # a request was written at once since the last flush/read
@@ -514,6 +516,22 @@ class Connection(asyncio.Protocol):
                 if parsed is None:
                     continue
                 event, kind = parsed, type(parsed)
+            elif kind is WholeResult:
+                # Our typed request's result, of a read that held several (see data_received).
+                id_ = event.id  # type: ignore[union-attr]
+                try:
+                    value = event.reader(event.result)  # type: ignore[union-attr]
+                except Exception:  # (a ValidationError, or a validator's own error)
+                    parsed = self._peer.read_line(event.line)  # type: ignore[union-attr]
+                    if parsed is None:
+                        continue
+                    event, kind = parsed, type(parsed)
+                else:
+                    del expect[id_]
+                    waiter = self._peer.take_answer(id_)
+                    if not waiter.done():
+                        waiter.set_result(value)
+                    continue
             if kind is Request or kind is Notification:
                 if (
                     deferred

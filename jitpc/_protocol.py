@@ -21,16 +21,16 @@ and reused by any I/O layer. The integration contract:
   outstanding, for the I/O layer to fail when the connection ends.
 * An I/O layer that validates some requests faster from their bytes (jitpc's typed methods)
   names their methods in :attr:`Peer.whole`: of a read of several lines, such a request comes
-  as a :class:`Whole` event, its line unparsed, in order; what the layer does not take it hands
-  to :meth:`Peer.read_line`. A read of one line it checks itself first, with
-  :meth:`Peer.request_of` (and a result of its own request with :meth:`Peer.result_of`), and
-  answers with :meth:`Peer.send_answer`.
+  as a :class:`Whole` event, its line unparsed, in order, and so does the result of one of its
+  own requests it names in :attr:`Peer.whole_results`, as a :class:`WholeResult` event; what
+  the layer does not take it hands to :meth:`Peer.read_line`. A read of one line it checks
+  itself first, with :meth:`Peer.request_of` (and a result of its own request with
+  :meth:`Peer.result_of`), and answers with :meth:`Peer.send_answer`.
 
 Global state: a cache of at most 4,096 method names as JSON, filled as names are first seen;
-it never changes what is written. The request patterns of :meth:`Peer.request_of`, compiled at
-first use. And the JSON codec: the json module's (:mod:`._stdjson`) until
-a Peer is made once pydantic_core is loaded, pydantic's (:mod:`._json`) from then on; the two
-take the same texts.
+it never changes what is written. The request and result patterns, compiled at first use.
+And the JSON codec: the json module's (:mod:`._stdjson`) until a Peer is made once
+pydantic_core is loaded, pydantic's (:mod:`._json`) from then on; the two take the same texts.
 
 Wire rules (PROTOCOL.md §3-§4, relaxed JSON-RPC 2.0):
 
@@ -74,6 +74,7 @@ __all__ = [
     "Response",
     "State",
     "Whole",
+    "WholeResult",
     "head_id",
 ]
 
@@ -192,7 +193,32 @@ class Whole(_Event):
         self.params = params
 
 
-Event = Request | Notification | Response | ErrorResponse | CancelRequest | BadMessage | Whole
+class WholeResult(_Event):
+    """A result line left unparsed, answering our request ``id``, one in
+    :attr:`Peer.whole_results` (``reader``, the I/O layer's own value there), as
+    :meth:`Peer.result_of` splits one: its result as written. Nothing is taken: the I/O layer
+    reads the result itself, then calls :meth:`Peer.take_answer`, or hands the ``line`` to
+    :meth:`Peer.read_line`. Don't subclass."""
+
+    __slots__ = ("id", "line", "reader", "result")
+
+    def __init__(self, line: bytes, id: int, result: bytes, reader: Any) -> None:
+        self.line = line
+        self.id = id
+        self.result = result
+        self.reader = reader
+
+
+Event = (
+    Request
+    | Notification
+    | Response
+    | ErrorResponse
+    | CancelRequest
+    | BadMessage
+    | Whole
+    | WholeResult
+)
 
 
 class State(enum.IntEnum):
@@ -287,18 +313,18 @@ _JITPC_REQUEST = (
 _NODE_REQUEST = rb'\{"method":' + _NAME + rb',"params":(.*),"id":([1-9][0-9]{0,19})\}'
 # A result as jitpc writes one, and as Node does (see Peer.result_of): the same ids, the result
 # as written up to the end of the line.
-_JITPC_RESULT = rb'\{"jsonrpc":"2\.0","id":([1-9][0-9]{0,19}),"result":(.*)\}\n\Z'
-_NODE_RESULT = rb'\{"result":(.*),"error":null,"id":([1-9][0-9]{0,19})\}\n\Z'
+_JITPC_RESULT = rb'\{"jsonrpc":"2\.0","id":([1-9][0-9]{0,19}),"result":(.*)\}'
+_NODE_RESULT = rb'\{"result":(.*),"error":null,"id":([1-9][0-9]{0,19})\}'
 #: The longest read or line split so: the patterns scan the params (or result) byte by byte.
 SPLIT_MAX: Final = 64 * 1024
 
-_forms: tuple[Any, Any, Any, Any, Any, Any] | None = None
+_forms: tuple[Any, Any, Any, Any, Any, Any, Any, Any] | None = None
 
 
-def _request_forms() -> tuple[Any, Any, Any, Any, Any, Any]:
+def _request_forms() -> tuple[Any, Any, Any, Any, Any, Any, Any, Any]:
     """The patterns' ``match``: requests of a read (the line and its newline), of a line; then
-    results of a read. Compiled at first use: an untyped peer never needs them (compiling
-    costs an import ~1 ms)."""
+    results of a read, of a line. Compiled at first use: an untyped peer never needs them
+    (compiling costs an import ~1 ms)."""
     global _forms
     if _forms is None:
         _forms = (
@@ -306,8 +332,10 @@ def _request_forms() -> tuple[Any, Any, Any, Any, Any, Any]:
             re.compile(_NODE_REQUEST + rb"\n\Z").match,
             re.compile(_JITPC_REQUEST + rb"\Z").match,
             re.compile(_NODE_REQUEST + rb"\Z").match,
-            re.compile(_JITPC_RESULT).match,
-            re.compile(_NODE_RESULT).match,
+            re.compile(_JITPC_RESULT + rb"\n\Z").match,
+            re.compile(_NODE_RESULT + rb"\n\Z").match,
+            re.compile(_JITPC_RESULT + rb"\Z").match,
+            re.compile(_NODE_RESULT + rb"\Z").match,
         )
     return _forms
 
@@ -328,6 +356,21 @@ def _split_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
     if found is not None:
         method, params, id_ = found.groups()
         return _ANSWER_HEAD + id_, method, params
+    return None
+
+
+def _split_result(line: bytes) -> tuple[int, bytes] | None:
+    """A result line's (id, result), as :meth:`Peer.result_of` splits a read, for a line of a
+    read that held several."""
+    forms = _forms or _request_forms()
+    found = forms[6](line)
+    if found is not None:
+        id_, result = found.groups()
+        return int(id_), result
+    found = forms[7](line)
+    if found is not None:
+        result, id_ = found.groups()
+        return int(id_), result
     return None
 
 
@@ -360,6 +403,7 @@ class Peer:
         "max_message_bytes",
         "state",
         "whole",
+        "whole_results",
     )
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
@@ -378,6 +422,10 @@ class Peer:
         #: :class:`Whole` events: the method name as written -> the I/O layer's route. (A read
         #: of one line is the I/O layer's to check first: see :meth:`request_of`.)
         self.whole: dict[bytes, Any] = {}
+        #: Our requests whose result lines, when a read holds several lines, come out unparsed
+        #: as :class:`WholeResult` events: id -> the I/O layer's reader. Kept by the layer,
+        #: in step with the requests outstanding. (A read of one line: see :meth:`result_of`.)
+        self.whole_results: dict[int, Any] = {}
         global _loads, _dump
         if _dump is _plain_dump and "pydantic_core" in sys.modules:
             _loads, _dump = _codec()  # from now on, pydantic's: it is loaded anyway
@@ -428,6 +476,7 @@ class Peer:
             lines.extend(data[first + 1 : last].split(b"\n"))
         events: list[Event] = []
         whole = self.whole
+        results = self.whole_results
         for line in lines:
             if len(line) > limit:
                 events.append(self._too_large())
@@ -438,6 +487,13 @@ class Peer:
                     route = whole.get(split[1])
                     if route is not None:
                         events.append(Whole(line, route, split[0], split[2]))
+                        continue
+            if results and type(line) is bytes and len(line) <= SPLIT_MAX:
+                answer = _split_result(line)
+                if answer is not None:
+                    reader = results.get(answer[0])
+                    if reader is not None:
+                        events.append(WholeResult(line, answer[0], answer[1], reader))
                         continue
             event = self._receive_line(line)
             if event is not None:

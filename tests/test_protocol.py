@@ -30,6 +30,7 @@ from jitpc._protocol import (
     Response,
     State,
     Whole,
+    WholeResult,
 )
 
 
@@ -766,6 +767,27 @@ def test_result_lines_are_split_as_jitpc_and_node_write_them_and_nothing_else() 
     peer = Peer()
     assert peer.receive_data(b'{"jsonrpc":"2.0","id":7') == []
     assert peer.result_of(b',"result":1}\n') is None  # (the start came before)
+
+
+def test_result_lines_of_a_read_of_several_come_unparsed_for_the_ids_asked() -> None:
+    peer = Peer()
+    for waiter in ("w1", "w2", "w3"):
+        peer.send_request("m", waiter=waiter)
+    peer.whole_results = {1: "reader", 3: "reader"}
+    lines = [
+        b'{"jsonrpc":"2.0","id":1,"result":{"x":"}"}}',
+        b'{"jsonrpc":"2.0","id":2,"result":2}',  # not asked for: parsed
+        b'{"result":[3],"error":null,"id":3}',  # Node's
+    ]
+    assert peer.receive_data(b"\n".join(lines) + b"\n") == [
+        WholeResult(lines[0], 1, b'{"x":"}"}', "reader"),
+        Response(2, 2, "w2"),
+        WholeResult(lines[2], 3, b"[3]", "reader"),
+    ]
+    # Nothing is taken: the layer takes what it reads, and hands the rest back parsed.
+    assert peer.take_answer(1) == "w1"
+    assert peer.read_line(lines[2]) == Response(3, [3], "w3")
+    assert peer.outstanding == 0
 
 
 def test_an_answer_by_its_head_is_the_answer_by_its_id() -> None:

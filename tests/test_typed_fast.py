@@ -455,3 +455,42 @@ async def test_what_a_handler_sends_before_its_answer_goes_out_first(peer: RawPe
         assert await peer.read_line() == (
             b'{"jsonrpc":"2.0","id":3,"result":{"key":"k","n":1,"x":null}}\n'
         )
+
+
+async def test_each_result_of_a_read_of_several_is_read_as_if_alone(jitpc_id: str) -> None:
+    answer_modes.clear()
+    replies = [
+        '{"jsonrpc":"2.0","id":ID,"result":{"n":1}}',
+        '{"result":{"n":2},"error":null,"id":ID}',  # Node's
+        '{"jsonrpc":"2.0","id":ID,"result":{"n":"three"}}',  # fails the model
+        '{"jsonrpc":"2.0","id":ID,"error":{"code":-32000,"message":"no"}}',
+        '{"jsonrpc":"2.0","id":ID,"result":{"n":5},"error":false}',  # not split: parsed
+    ]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Every answer in one write, once all the requests came, in the order they came.
+        out: list[str] = []
+        while len(out) < len(replies):
+            request = json.loads(await reader.readline())
+            out.append(request["params"]["reply"].replace("ID", str(request["id"])) + "\n")
+        writer.write("".join(out).encode())
+        await writer.drain()
+        await reader.read()  # (until the client closes)
+        writer.close()
+
+    server = await asyncio.start_unix_server(handle, address(jitpc_id).socket)
+    async with server, jitpc.connect(jitpc_id) as client:
+        await client.open()
+        outcomes = await asyncio.gather(
+            *(client.call(Ask(reply=reply)) for reply in replies), return_exceptions=True
+        )
+    first, second, third, fourth, fifth = outcomes
+    assert isinstance(first, Answer) and first.n == 1
+    assert isinstance(second, Answer) and second.n == 2
+    assert isinstance(third, jitpc.ResultValidationError)
+    assert third.result == {"n": "three"}
+    assert isinstance(fourth, jitpc.RemoteError) and fourth.message == "no"
+    assert isinstance(fifth, Answer) and fifth.n == 5
+    # Validated from their bytes: the first two, and the third (refused, then parsed, whose n
+    # fails before the validator); the fifth is parsed.
+    assert answer_modes == ["json", "json", "python"]
