@@ -70,8 +70,9 @@ class Router:
     def __init__(self) -> None:
         self._specs: dict[str, MethodSpec] = {}
         self._responders: dict[str, TypedResponder] = {}
-        #: Per method: the validator of a whole request line and what serves its params, for
-        #: the connection's fast path (none for a model JSON-mode validation might differ for).
+        #: Per method: the validator of its params as written and what serves them, for the
+        #: connection's fast path (see TypedFast; none for a model JSON-mode validation might
+        #: differ for).
         self._fast: dict[str, TypedFast] = {}
         self._watchers: weakref.WeakSet[_Watcher] = weakref.WeakSet()
 
@@ -362,7 +363,8 @@ def _responder(
             return finish(run_in_thread(call, params, client))
         if client_arg is None:
             return alone(params)
-        return settle(handler(**{params_arg: params, client_arg: client}))
+        result = handler(**{params_arg: params, client_arg: client})
+        return result if type(result) is exact else settle(result)
 
     def respond(client: Client, raw: Any) -> Any:
         try:
