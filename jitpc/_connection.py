@@ -44,7 +44,6 @@ from ._protocol import (
     Request,
     Response,
     Whole,
-    WholeResult,
     head_id,
 )
 from ._protocol import State as PeerState
@@ -183,11 +182,6 @@ class Connection(asyncio.Protocol):
         self._peer_cancelled: set[Any] = set()
         self._deferred: list[Event] = []
         self._closed_waiter: asyncio.Future[None] | None = None
-        #: Our requests whose results may be read from their bytes: id -> validator of the
-        #: result as written (see data_received). Kept in step with the core's outstanding
-        #: requests.
-        self._expect: dict[int, Callable[[bytes], Any]] = {}
-        self._peer.whole_results = self._expect  # (the same dict, for reads of several lines)
         self._flush_pending = False
         self._unflushed = 0  # messages queued since the flush was scheduled (see WRITE_BATCH)
         self._wrote_early = False  # a request was written at once since the last flush/read
@@ -221,8 +215,8 @@ class Connection(asyncio.Protocol):
     ) -> tuple[int, asyncio.Future[Any]]:
         """Queue a request; return its id and the future of its outcome.
 
-        With ``reader``, a result that arrives as one line in one read is validated from its
-        bytes by it (see :meth:`Peer.result_of`): the future then has the validated result.
+        With ``reader``, a result line as jitpc or Node writes one is validated from its bytes
+        by it (see :meth:`Peer.take_result`): the future then has the validated result.
 
         Raises:
             ClosedError: the connection is ending or closed.
@@ -233,27 +227,25 @@ class Connection(asyncio.Protocol):
         future = self._loop.create_future()
         if self._flush_pending or self._wrote_early:
             # More requests in the same turn: they share writes (see WRITE_BATCH).
-            id_, _ = self._peer.send_request(method, params, future)
+            id_, _ = self._peer.send_request(method, params, future, False, reader)
             self._schedule_flush()
         else:
             # The first request since the last read or flush goes out at once: a sequential
             # caller waits for nothing more, and costs no callback. Written as it is made (no
             # queue, no flush: 2,300 instructions a request, callgrind) unless paused, when
             # _flush counts what waits unsent, or unless something is queued before it.
-            id_, line = self._peer.send_request(method, params, future, not self.write_paused)
+            id_, line = self._peer.send_request(
+                method, params, future, not self.write_paused, reader
+            )
             self._wrote_early = True
             if not line:
                 self._flush()
             elif self._transport is not None:  # (always, while open)
                 self._transport.write(line)
-        if reader is not None:
-            self._expect[id_] = reader
         return id_, future
 
     def cancel(self, id_: int) -> None:
         """Give our request ``id_`` up: tell the peer, and drop its answer if it comes."""
-        if self._expect:
-            self._expect.pop(id_, None)
         if self._peer.cancel(id_) and self.state is not CLOSED:
             # At once, not at the end of the turn: a destroy() that follows (leaving an
             # 'async with' by the TimeoutError) would otherwise drop it.
@@ -415,27 +407,18 @@ class Connection(asyncio.Protocol):
                         if self.state is ENDING:
                             self._maybe_finish_end()
                         return
-        if self._expect:
-            answer = peer.result_of(data)
-            if answer is not None:
-                # Our typed request's result, validated at once from its bytes. What this does
-                # not take (another request's answer, a result that fails, ...) is the general
-                # path's below, which reads it as it always has.
-                id_, result = answer
-                read = self._expect.get(id_)
-                if read is not None:
-                    try:
-                        value = read(result)
-                    except Exception:  # (a ValidationError, or a validator's own error)
-                        pass
-                    else:
-                        del self._expect[id_]
-                        waiter = peer.take_answer(id_)
-                        if not waiter.done():
-                            waiter.set_result(value)
-                        if self.state is ENDING:
-                            self._maybe_finish_end()
-                        return
+        if peer.result_readers:
+            # Our typed request's result, validated at once from its bytes. What this does not
+            # take (another request's answer, a result that fails, ...) is the general path's
+            # below, which reads it as it always has.
+            taken = peer.take_result(data)
+            if taken is not None:
+                waiter, value = taken
+                if not waiter.done():
+                    waiter.set_result(value)
+                if self.state is ENDING:
+                    self._maybe_finish_end()
+                return
         events = peer.receive_data(data)
         self._process(events)
         if self._deferred:
@@ -495,7 +478,6 @@ class Connection(asyncio.Protocol):
         # Whether anything may have queued a reply: only answers came, as a sequential
         # client reads, and there is nothing to write (counting spares a call per read).
         replies = False
-        expect = self._expect
         for event in events:
             kind = type(event)
             if kind is Whole:
@@ -516,22 +498,6 @@ class Connection(asyncio.Protocol):
                 if parsed is None:
                     continue
                 event, kind = parsed, type(parsed)
-            elif kind is WholeResult:
-                # Our typed request's result, of a read that held several (see data_received).
-                id_ = event.id  # type: ignore[union-attr]
-                try:
-                    value = event.reader(event.result)  # type: ignore[union-attr]
-                except Exception:  # (a ValidationError, or a validator's own error)
-                    parsed = self._peer.read_line(event.line)  # type: ignore[union-attr]
-                    if parsed is None:
-                        continue
-                    event, kind = parsed, type(parsed)
-                else:
-                    del expect[id_]
-                    waiter = self._peer.take_answer(id_)
-                    if not waiter.done():
-                        waiter.set_result(value)
-                    continue
             if kind is Request or kind is Notification:
                 if (
                     deferred
@@ -550,16 +516,12 @@ class Connection(asyncio.Protocol):
                     dispatched = 0
                     self._write_batch()
             elif kind is Response:
-                if expect:
-                    expect.pop(event.id, None)  # type: ignore[union-attr]
                 waiter = event.waiter  # type: ignore[union-attr]
                 if waiter is None:
                     self._complain("answered an unknown id: %r", event)
                 elif not waiter.done():
                     waiter.set_result(event.result)  # type: ignore[union-attr]
             elif kind is ErrorResponse:
-                if expect:
-                    expect.pop(event.id, None)  # type: ignore[union-attr]
                 waiter = event.waiter  # type: ignore[union-attr]
                 if waiter is None:
                     self._complain("reported an error: %s", event.error)  # type: ignore[union-attr]
@@ -814,7 +776,6 @@ class Connection(asyncio.Protocol):
         transport.close()
 
     def _fail_pending(self, error: ClosedError) -> None:
-        self._expect.clear()
         for waiter in self._peer.abandon():
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)

@@ -237,7 +237,7 @@ def json_reader(validate_json: Callable[[bytes], Any], schema: Any) -> Callable[
 
 def result_reader(params_type: type[Method[Any]]) -> Callable[[bytes], Any] | None:
     """The (cached) validator of the result of a request for ``params_type``'s method, as
-    written (the core splits the answer line: see Peer.result_of); ``None`` unless the result
+    written (the core splits the answer line: see Peer.take_result); ``None`` unless the result
     type is a model for which validating it as JSON could not differ from validating it parsed
     (see :func:`json_agrees`)."""
     cached = params_type.__dict__.get("__jitpc_read_result__", _UNSET)

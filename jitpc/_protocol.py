@@ -21,11 +21,13 @@ and reused by any I/O layer. The integration contract:
   outstanding, for the I/O layer to fail when the connection ends.
 * An I/O layer that validates some requests faster from their bytes (jitpc's typed methods)
   names their methods in :attr:`Peer.whole`: of a read of several lines, such a request comes
-  as a :class:`Whole` event, its line unparsed, in order, and so does the result of one of its
-  own requests it names in :attr:`Peer.whole_results`, as a :class:`WholeResult` event; what
-  the layer does not take it hands to :meth:`Peer.read_line`. A read of one line it checks
-  itself first, with :meth:`Peer.request_of` (and a result of its own request with
-  :meth:`Peer.result_of`), and answers with :meth:`Peer.send_answer`.
+  as a :class:`Whole` event, its line unparsed, in order; what the layer does not take it hands
+  to :meth:`Peer.read_line`. A read of one line it checks itself first, with
+  :meth:`Peer.request_of`, and answers with :meth:`Peer.send_answer`. For the results of its
+  own requests, it gives :meth:`Peer.send_request` a ``reader`` that validates a result from
+  its bytes: a result line written as jitpc or Node writes one comes as a :class:`Response`
+  of what the reader returned (or parsed, as always, if it raised); a read of one line it
+  hands to :meth:`Peer.take_result` first.
 
 Global state: a cache of at most 4,096 method names as JSON, filled as names are first seen;
 it never changes what is written. The request and result patterns, compiled at first use.
@@ -74,7 +76,6 @@ __all__ = [
     "Response",
     "State",
     "Whole",
-    "WholeResult",
     "head_id",
 ]
 
@@ -193,32 +194,7 @@ class Whole(_Event):
         self.params = params
 
 
-class WholeResult(_Event):
-    """A result line left unparsed, answering our request ``id``, one in
-    :attr:`Peer.whole_results` (``reader``, the I/O layer's own value there), as
-    :meth:`Peer.result_of` splits one: its result as written. Nothing is taken: the I/O layer
-    reads the result itself, then calls :meth:`Peer.take_answer`, or hands the ``line`` to
-    :meth:`Peer.read_line`. Don't subclass."""
-
-    __slots__ = ("id", "line", "reader", "result")
-
-    def __init__(self, line: bytes, id: int, result: bytes, reader: Any) -> None:
-        self.line = line
-        self.id = id
-        self.result = result
-        self.reader = reader
-
-
-Event = (
-    Request
-    | Notification
-    | Response
-    | ErrorResponse
-    | CancelRequest
-    | BadMessage
-    | Whole
-    | WholeResult
-)
+Event = Request | Notification | Response | ErrorResponse | CancelRequest | BadMessage | Whole
 
 
 class State(enum.IntEnum):
@@ -311,7 +287,7 @@ _JITPC_REQUEST = (
     rb'(\{"jsonrpc":"2\.0","id":[1-9][0-9]{0,19}),"method":' + _NAME + rb',"params":(.*)\}'
 )
 _NODE_REQUEST = rb'\{"method":' + _NAME + rb',"params":(.*),"id":([1-9][0-9]{0,19})\}'
-# A result as jitpc writes one, and as Node does (see Peer.result_of): the same ids, the result
+# A result as jitpc writes one, and as Node does (see Peer.take_result): the same ids, the result
 # as written up to the end of the line.
 _JITPC_RESULT = rb'\{"jsonrpc":"2\.0","id":([1-9][0-9]{0,19}),"result":(.*)\}'
 _NODE_RESULT = rb'\{"result":(.*),"error":null,"id":([1-9][0-9]{0,19})\}'
@@ -360,7 +336,7 @@ def _split_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
 
 
 def _split_result(line: bytes) -> tuple[int, bytes] | None:
-    """A result line's (id, result), as :meth:`Peer.result_of` splits a read, for a line of a
+    """A result line's (id, result), as :meth:`Peer.take_result` splits a read, for a line of a
     read that held several."""
     forms = _forms or _request_forms()
     found = forms[6](line)
@@ -402,8 +378,8 @@ class Peer:
         "_outstanding",
         "max_message_bytes",
         "state",
+        "result_readers",
         "whole",
-        "whole_results",
     )
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
@@ -422,10 +398,9 @@ class Peer:
         #: :class:`Whole` events: the method name as written -> the I/O layer's route. (A read
         #: of one line is the I/O layer's to check first: see :meth:`request_of`.)
         self.whole: dict[bytes, Any] = {}
-        #: Our requests whose result lines, when a read holds several lines, come out unparsed
-        #: as :class:`WholeResult` events: id -> the I/O layer's reader. Kept by the layer,
-        #: in step with the requests outstanding. (A read of one line: see :meth:`result_of`.)
-        self.whole_results: dict[int, Any] = {}
+        #: Our requests sent with a ``reader`` (see :meth:`send_request`): id -> reader. An
+        #: entry goes when its request is answered or given up. Read it, don't change it.
+        self.result_readers: dict[int, Any] = {}
         global _loads, _dump
         if _dump is _plain_dump and "pydantic_core" in sys.modules:
             _loads, _dump = _codec()  # from now on, pydantic's: it is loaded anyway
@@ -476,7 +451,7 @@ class Peer:
             lines.extend(data[first + 1 : last].split(b"\n"))
         events: list[Event] = []
         whole = self.whole
-        results = self.whole_results
+        readers = self.result_readers
         for line in lines:
             if len(line) > limit:
                 events.append(self._too_large())
@@ -488,13 +463,20 @@ class Peer:
                     if route is not None:
                         events.append(Whole(line, route, split[0], split[2]))
                         continue
-            if results and type(line) is bytes and len(line) <= SPLIT_MAX:
+            if readers and type(line) is bytes and len(line) <= SPLIT_MAX:
                 answer = _split_result(line)
                 if answer is not None:
-                    reader = results.get(answer[0])
+                    id_ = answer[0]
+                    reader = readers.get(id_)
                     if reader is not None:
-                        events.append(WholeResult(line, answer[0], answer[1], reader))
-                        continue
+                        try:
+                            value = reader(answer[1])
+                        except Exception:  # (refused: parsed below, as any other line)
+                            pass
+                        else:
+                            del readers[id_]
+                            events.append(Response(id_, value, self._outstanding.pop(id_)))
+                            continue
             event = self._receive_line(line)
             if event is not None:
                 events.append(event)
@@ -534,14 +516,12 @@ class Peer:
         route = self.whole.get(method)
         return None if route is None else (head, route, params)
 
-    def result_of(self, data: bytes) -> tuple[int, bytes] | None:
-        """Split ``data``, if it is one whole result line this Peer would read at once, written
-        as jitpc or Node writes a result (an integer id, ``result``, nothing else):
-        ``(id, result)``, the result as written. Else ``None``. Nothing is taken.
-
-        As :meth:`request_of`, for a layer that reads some results faster itself: it must
-        check the result whole, then call :meth:`take_answer` if the id is outstanding; what
-        it does not take, it hands to :meth:`receive_data`.
+    def take_result(self, data: bytes) -> tuple[Any, Any] | None:
+        """Read ``data``, if it is one whole result line this Peer would read at once, written
+        as jitpc or Node writes a result (an integer id, ``result``, nothing else), for a
+        request sent with a ``reader`` that takes the result as written: the request is
+        answered, and ``(waiter, what the reader returned)`` returned. Else ``None``, and
+        nothing is taken: hand ``data`` to :meth:`receive_data`.
         """
         n = len(data)
         if self._buf or self.state is not _OPEN or n > SPLIT_MAX or n > self.max_message_bytes:
@@ -549,22 +529,23 @@ class Peer:
         forms = _forms or _request_forms()
         found = forms[4](data)
         if found is not None:
-            id_, result = found.groups()
+            digits, result = found.groups()
         else:
             found = forms[5](data)
             if found is None:
                 return None
-            result, id_ = found.groups()
-        return int(id_), result
-
-    def take_answer(self, id_: int) -> Any:
-        """Our request ``id_`` is answered, by a line read without :meth:`receive_data`: forget
-        it, and return its waiter.
-
-        Raises:
-            KeyError: ``id_`` is not outstanding.
-        """
-        return self._outstanding.pop(id_)
+            result, digits = found.groups()
+        id_ = int(digits)
+        readers = self.result_readers
+        reader = readers.get(id_)
+        if reader is None:
+            return None
+        try:
+            value = reader(result)
+        except Exception:  # (a ValidationError, or a validator's own error)
+            return None
+        del readers[id_]
+        return self._outstanding.pop(id_), value
 
     def read_line(self, line: bytes) -> Event | None:
         """The event of one line, as :meth:`receive_data` would give it parsed (``None`` for a
@@ -632,6 +613,8 @@ class Peer:
         id_ = msg.get("id")
         if type(id_) is int:
             waiter = self._outstanding.pop(id_, None)
+            if self.result_readers:
+                self.result_readers.pop(id_, None)
             if waiter is None and id_ in self._cancelled:
                 del self._cancelled[id_]  # the late answer to a request we gave up
                 return None
@@ -654,6 +637,7 @@ class Peer:
         if kind == "response" and type(id_) is int:
             if id_ in self._outstanding:
                 waiter = self._outstanding.pop(id_)
+                self.result_readers.pop(id_, None)
                 error = ProtocolError(f"the answer to request {id_} cannot be read: {reason}")
                 return ErrorResponse(id_, error, waiter)
             if id_ in self._cancelled:
@@ -668,11 +652,21 @@ class Peer:
     # -- sending -----------------------------------------------------------------------------
 
     def send_request(
-        self, method: str, params: Any = None, waiter: Any = None, now: bool = False
+        self,
+        method: str,
+        params: Any = None,
+        waiter: Any = None,
+        now: bool = False,
+        reader: Any = None,
     ) -> tuple[int, bytes]:
         """Queue a request; return its id, which the response will carry with ``waiter``, and
         ``b""``; or, with ``now`` and nothing queued before it, its id and the line itself, not
         queued, for the caller to write at once (a request sent alone, written as it is made).
+
+        ``reader``, if given, validates the result from its bytes (a callable taking the result
+        as written; raising any Exception refuses it): a result line as jitpc or Node writes
+        one comes as a :class:`Response` of what it returns (see :meth:`take_result`), and
+        any other answer, or a result it refuses, as usual, parsed.
 
         Raises:
             TypeError: ``params`` cannot be written as JSON (nothing is queued then).
@@ -688,6 +682,8 @@ class Peer:
             line = b"".join((head, _dump(params), b"}\n"))
         self._next_id = id_ + 1
         self._outstanding[id_] = waiter
+        if reader is not None:
+            self.result_readers[id_] = reader
         if now and not self._outgoing:
             return id_, line
         self._outgoing.append(line)
@@ -699,6 +695,8 @@ class Peer:
         """
         if self._outstanding.pop(id_, _MISSING) is _MISSING:
             return False
+        if self.result_readers:
+            self.result_readers.pop(id_, None)
         cancelled = self._cancelled
         cancelled[id_] = None
         if len(cancelled) > MAX_CANCELLED:
@@ -711,6 +709,7 @@ class Peer:
         """Forget every outstanding request (the connection ended); return their waiters."""
         waiters = list(self._outstanding.values())
         self._outstanding.clear()
+        self.result_readers.clear()
         return waiters
 
     def send_notification(self, method: str, params: Any = None) -> None:

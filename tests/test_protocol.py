@@ -30,7 +30,6 @@ from jitpc._protocol import (
     Response,
     State,
     Whole,
-    WholeResult,
 )
 
 
@@ -735,59 +734,86 @@ def test_request_lines_are_split_as_jitpc_and_node_write_them_and_nothing_else()
     assert peer.request_of(b',"method":"m","params":{}}\n') is None  # (the start came before)
 
 
+def seen(result: bytes) -> tuple[str, bytes]:
+    """A result reader that keeps the bytes it was given (and refuses "no")."""
+    if result == b'"no"':
+        raise ValueError("refused")
+    return ("read", result)
+
+
 def test_result_lines_are_split_as_jitpc_and_node_write_them_and_nothing_else() -> None:
-    peer = Peer()
     for line in [
-        b'{"jsonrpc":"2.0","id":7,"result":{"x":"}"}}\n',
-        b'{"result":{"x":"}"},"error":null,"id":7}\n',  # Node's
+        b'{"jsonrpc":"2.0","id":1,"result":{"x":"}"}}\n',
+        b'{"result":{"x":"}"},"error":null,"id":1}\n',  # Node's
     ]:
-        assert peer.result_of(line) == (7, b'{"x":"}"}')
-    # What follows the result is no part of it: such a line is split, and its "result" is then
-    # no JSON, which the reader refuses (the general path reads the line).
-    assert peer.result_of(b'{"jsonrpc":"2.0","id":7,"result":1,"error":false}\n') == (
-        7,
-        b'1,"error":false',
-    )
+        peer = Peer()
+        peer.send_request("m", waiter="w", reader=seen)
+        assert peer.take_result(line) == ("w", ("read", b'{"x":"}"}'))
+        assert peer.outstanding == 0 and peer.result_readers == {}
+        assert peer.receive_data(line) == [Response(1, {"x": "}"}, None)]  # (answered already)
+    # Only exactly those forms, for a request with a reader that takes the result; anything
+    # else is for receive_data, which reads it as it is.
+    peer = Peer()
+    peer.send_request("m", waiter="w", reader=seen)
+    peer.send_request("m", waiter="w2")  # no reader
     refused = [
-        b'{"jsonrpc":"2.0","id":7,"result":1}',  # no newline: not read yet
-        b'{"jsonrpc":"2.0","id":7,"result":1}\r\n',
-        b'{"jsonrpc":"2.0","id":7,"result":1}\n{"jsonrpc":"2.0","id":8,"result":1}\n',
-        b'{"jsonrpc":"2.0","id":0,"result":1}\n',
-        b'{"jsonrpc":"2.0","id":07,"result":1}\n',
-        b'{"jsonrpc":"2.0","id":"7","result":1}\n',
-        b'{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"no"}}\n',
-        b'{"jsonrpc":"2.0","result":1,"id":7}\n',
-        b'{"result":1,"id":7}\n',
-        b'{"result":1,"error":null,"id":7} \n',
-        b'{"jsonrpc":"2.0","id":7,"result":"' + b"x" * SPLIT_MAX + b'"}\n',
+        b'{"jsonrpc":"2.0","id":1,"result":1}',  # no newline: not read yet
+        b'{"jsonrpc":"2.0","id":1,"result":1}\r\n',
+        b'{"jsonrpc":"2.0","id":1,"result":1}\n{"jsonrpc":"2.0","id":2,"result":1}\n',
+        b'{"jsonrpc":"2.0","id":01,"result":1}\n',
+        b'{"jsonrpc":"2.0","id":"1","result":1}\n',
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"no"}}\n',
+        b'{"jsonrpc":"2.0","result":1,"id":1}\n',
+        b'{"result":1,"id":1}\n',
+        b'{"result":1,"error":null,"id":1} \n',
+        b'{"jsonrpc":"2.0","id":1,"result":"' + b"x" * SPLIT_MAX + b'"}\n',
+        b'{"jsonrpc":"2.0","id":1,"result":"no"}\n',  # the reader refuses it
+        b'{"jsonrpc":"2.0","id":2,"result":1}\n',  # sent without a reader
+        b'{"jsonrpc":"2.0","id":3,"result":1}\n',  # not outstanding
     ]
     for line in refused:
-        assert peer.result_of(line) is None, line
-    assert Peer(max_message_bytes=20).result_of(b'{"jsonrpc":"2.0","id":7,"result":1}\n') is None
+        assert peer.take_result(line) is None, line
+    assert peer.outstanding == 2
+    peer = Peer(max_message_bytes=20)
+    peer.send_request("m", reader=seen)
+    assert peer.take_result(b'{"jsonrpc":"2.0","id":1,"result":1}\n') is None
     peer = Peer()
-    assert peer.receive_data(b'{"jsonrpc":"2.0","id":7') == []
-    assert peer.result_of(b',"result":1}\n') is None  # (the start came before)
+    peer.send_request("m", reader=seen)
+    assert peer.receive_data(b'{"jsonrpc":"2.0","id":1') == []
+    assert peer.take_result(b',"result":1}\n') is None  # (the start came before)
 
 
-def test_result_lines_of_a_read_of_several_come_unparsed_for_the_ids_asked() -> None:
+def test_result_lines_of_a_read_of_several_come_read_for_requests_with_a_reader() -> None:
     peer = Peer()
-    for waiter in ("w1", "w2", "w3"):
-        peer.send_request("m", waiter=waiter)
-    peer.whole_results = {1: "reader", 3: "reader"}
+    peer.send_request("m", waiter="w1", reader=seen)
+    peer.send_request("m", waiter="w2")
+    peer.send_request("m", waiter="w3", reader=seen)
+    peer.send_request("m", waiter="w4", reader=seen)
     lines = [
         b'{"jsonrpc":"2.0","id":1,"result":{"x":"}"}}',
-        b'{"jsonrpc":"2.0","id":2,"result":2}',  # not asked for: parsed
+        b'{"jsonrpc":"2.0","id":2,"result":2}',  # no reader: parsed
         b'{"result":[3],"error":null,"id":3}',  # Node's
+        b'{"jsonrpc":"2.0","id":4,"result":"no"}',  # refused by the reader: parsed
     ]
     assert peer.receive_data(b"\n".join(lines) + b"\n") == [
-        WholeResult(lines[0], 1, b'{"x":"}"}', "reader"),
+        Response(1, ("read", b'{"x":"}"}'), "w1"),
         Response(2, 2, "w2"),
-        WholeResult(lines[2], 3, b"[3]", "reader"),
+        Response(3, ("read", b"[3]"), "w3"),
+        Response(4, "no", "w4"),
     ]
-    # Nothing is taken: the layer takes what it reads, and hands the rest back parsed.
-    assert peer.take_answer(1) == "w1"
-    assert peer.read_line(lines[2]) == Response(3, [3], "w3")
-    assert peer.outstanding == 0
+    assert peer.outstanding == 0 and peer.result_readers == {}
+
+
+def test_a_reader_goes_with_its_request() -> None:
+    peer = Peer()
+    first, _ = peer.send_request("m", reader=seen)
+    second, _ = peer.send_request("m", reader=seen)
+    third, _ = peer.send_request("m", reader=seen)
+    peer.receive_data(b'{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"no"}}\n')
+    peer.cancel(second)
+    assert list(peer.result_readers) == [third]
+    peer.abandon()
+    assert peer.result_readers == {}
 
 
 def test_an_answer_by_its_head_is_the_answer_by_its_id() -> None:
