@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["Client", "Responder", "Routes", "Spinup", "TypedResponder", "connect"]
 
 logger = logging.getLogger("jitpc")
-_UNSET: Any = object()
 
 F = TypeVar("F", bound=Responder)
 R = TypeVar("R")
@@ -254,9 +253,10 @@ class Client:
                 return await self.call(params)
         method_type = type(params)
         # (``_method`` is imported by now, as ``params`` is a Method; its caches are read here,
-        # as result_reader() and result_validator() would, to spare a call per result.)
-        reader = method_type.__dict__.get("__jitpc_read_result__", _UNSET)
-        if reader is _UNSET:
+        # as result_reader() and result_validator() would, to spare a call per result. Each
+        # Method class has its own: see Method.__pydantic_init_subclass__.)
+        reader = method_type.__jitpc_read_result__
+        if reader is False:
             from ._method import result_reader
 
             reader = result_reader(method_type)
@@ -274,7 +274,7 @@ class Client:
             raise
         if type(raw) is method_type.__jitpc_result_type__:
             return raw  # type: ignore[no-any-return]  # read whole: a parsed answer is no model
-        validate = method_type.__dict__.get("__jitpc_validate_result__")
+        validate = method_type.__jitpc_validate_result__
         if validate is None:
             from ._method import result_validator
 

@@ -77,12 +77,12 @@ class Method(BaseModel, Generic[R_co]):
     __jitpc_method__: ClassVar[str]
     #: The result type ``R``.
     __jitpc_result_type__: ClassVar[Any]
-    #: Validates a result (set at first use).
-    __jitpc_validate_result__: ClassVar[Callable[[Any], Any]]
+    #: Validates a result (set at first use; ``None`` until then).
+    __jitpc_validate_result__: ClassVar[Callable[[Any], Any] | None]
     #: See :func:`fingerprint` (set at first use).
     __jitpc_fingerprint__: ClassVar[str]
-    #: See :func:`result_reader` (set at first use).
-    __jitpc_read_result__: ClassVar[Callable[[bytes], Any] | None]
+    #: See :func:`result_reader` (set at first use; ``False`` until then).
+    __jitpc_read_result__: ClassVar[Callable[[bytes], Any] | None | Literal[False]]
 
     def __init_subclass__(cls, method: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -90,6 +90,10 @@ class Method(BaseModel, Generic[R_co]):
     @classmethod
     def __pydantic_init_subclass__(cls, method: str | None = None, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        # Each class's own empty caches: read as attributes (a third of the instructions of
+        # reading the class's __dict__), they must never find a base class's.
+        cls.__jitpc_validate_result__ = None
+        cls.__jitpc_read_result__ = False
         if cls.__pydantic_generic_metadata__["origin"] is not None:
             return  # Method[Counter] itself, not a user's params model
         if method is not None:
@@ -240,8 +244,8 @@ def result_reader(params_type: type[Method[Any]]) -> Callable[[bytes], Any] | No
     written (the core splits the answer line: see Peer.take_result); ``None`` unless the result
     type is a model for which validating it as JSON could not differ from validating it parsed
     (see :func:`json_agrees`)."""
-    cached = params_type.__dict__.get("__jitpc_read_result__", _UNSET)
-    if cached is not _UNSET:
+    cached = params_type.__dict__.get("__jitpc_read_result__", False)
+    if cached is not False:
         return cast("Callable[[bytes], Any] | None", cached)
     result_type = params_type.__jitpc_result_type__
     reader: Callable[[bytes], Any] | None = None
@@ -251,9 +255,6 @@ def result_reader(params_type: type[Method[Any]]) -> Callable[[bytes], Any] | No
             reader = json_reader(result_type.__pydantic_validator__.validate_json, schema)
     params_type.__jitpc_read_result__ = reader
     return reader
-
-
-_UNSET: Any = object()
 
 
 def _shape(schema: Any) -> Any:

@@ -494,3 +494,20 @@ async def test_each_result_of_a_read_of_several_is_read_as_if_alone(jitpc_id: st
     # Validated from their bytes: the first two, and the third (refused, then parsed, whose n
     # fails before the validator); the fifth is parsed.
     assert answer_modes == ["json", "json", "python"]
+
+
+def test_each_method_class_has_its_own_result_caches() -> None:
+    # call() reads a Method class's result reader and validator as attributes: a subclass
+    # must find its own (empty until first used), never its base's.
+    from jitpc._method import result_reader, result_validator
+
+    class Base(jitpc.Method[Answer], method="base"):
+        pass
+
+    class Derived(Base, method="derived"):
+        pass
+
+    assert result_reader(Base) is not None and result_validator(Base) is not None
+    assert Derived.__jitpc_read_result__ is False
+    assert Derived.__jitpc_validate_result__ is None
+    assert result_reader(Derived) is not None and result_reader(Derived) is not result_reader(Base)
