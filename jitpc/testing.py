@@ -355,6 +355,11 @@ async def _serve(router: jitpc.Router | None, listen: ListenOptions) -> tuple[st
     import jitpc
 
     server_id = _new_id()
+    if listen.get("spindown") is not False and "first_client_timeout" not in listen:
+        # The factory's client connects after listen() returns: a short spindown_timeout
+        # must not close the server before it has accepted that client.
+        listen = listen.copy()
+        listen["first_client_timeout"] = BOUND
     server = await jitpc.listen(server_id, **listen)
     if server is None:  # (a fresh id in a private dir: only a bug gets here)
         raise RuntimeError(f"jitpc.testing: another process serves the fresh id {server_id!r}")
@@ -405,7 +410,10 @@ class ClientFactory:
         ``jitpc.connect(id, **connect)``.
 
         ``listen`` is passed as is: jitpc's defaults (a server spins down 5 s after its last
-        client leaves) hold unless you say otherwise, e.g. ``spindown=False``.
+        client leaves) hold unless you say otherwise, e.g. ``spindown=False``; but unless
+        ``first_client_timeout`` is given, the server waits up to :data:`BOUND` seconds for
+        its first client (the one returned), so that a short ``spindown_timeout`` cannot close
+        it before that client is accepted.
 
         Raises:
             TimeoutError: listening or connecting took over :data:`BOUND` seconds.
@@ -589,7 +597,8 @@ class SyncClientFactory:
         """Serve ``router`` (or no typed method) on a fresh id with ``jitpc.listen(id,
         **listen)`` in the server thread, and return a :class:`jitpc.sync.Client` connected
         to it with ``jitpc.sync.connect(id, **connect)``. Not from a running event loop
-        (``jitpc.sync`` refuses it).
+        (``jitpc.sync`` refuses it). As for :class:`ClientFactory`, the server waits up to
+        :data:`BOUND` seconds for that first client unless ``first_client_timeout`` is given.
 
         Raises:
             TimeoutError: listening or connecting took over :data:`BOUND` seconds.

@@ -85,6 +85,42 @@ def test_the_module_docstring_example_passes(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
+def test_a_zero_spindown_timeout_still_returns_a_served_client(pytester: pytest.Pytester) -> None:
+    # With no wait for the factory's own client, the server would spin down before accepting it.
+    result = run(
+        pytester,
+        """
+        import pytest
+        import jitpc
+        from jitpc.testing import wait_spun_down
+
+        class Add(jitpc.Method[int], method="add"):
+            a: int
+            b: int
+
+        router = jitpc.Router()
+
+        @router.method
+        def add(params: Add) -> int:
+            return params.a + params.b
+
+        @pytest.mark.anyio
+        async def test_async(jitpc_client):
+            client = await jitpc_client(router, spindown_timeout=0)
+            assert await client.call(Add(a=1, b=2)) == 3
+            await client.end()  # then the rule holds: no client, no server
+            await wait_spun_down(jitpc_client.server_for(client))
+
+        def test_sync(jitpc_sync_client):
+            client = jitpc_sync_client(router, spindown_timeout=0)
+            assert client.call(Add(a=1, b=2)) == 3
+            client.close()
+            jitpc_sync_client.run(wait_spun_down, jitpc_sync_client.server_for(client))
+        """,
+    )
+    result.assert_outcomes(passed=2)
+
+
 def test_tmpdir_is_short_private_and_the_temp_dir_and_removed_after(
     pytester: pytest.Pytester, jitpc_tmpdir: Path
 ) -> None:
