@@ -17,12 +17,27 @@ import jitpc
 import jitpc.sync
 import jitpc.testing
 
-# Its own conftest: the backend, and AFTER, checks that run once all of a test's fixtures have
-# been torn down (an autouse fixture is set up first, so it is torn down last).
+# Its own conftest: the backend; AFTER, checks that run once all of a test's fixtures have
+# been torn down (an autouse fixture is set up first, so it is torn down last); a router.
 CONFTEST = """
 import pytest
 
+import jitpc
 from jitpc.testing import assert_nothing_left
+
+
+class Add(jitpc.Method[int], method="add"):
+    a: int
+    b: int
+
+
+router = jitpc.Router()
+
+
+@router.method
+def add(params: Add) -> int:
+    return params.a + params.b
+
 
 AFTER = []
 
@@ -91,18 +106,8 @@ def test_a_zero_spindown_timeout_still_returns_a_served_client(pytester: pytest.
         pytester,
         """
         import pytest
-        import jitpc
+        from conftest import Add, router
         from jitpc.testing import wait_spun_down
-
-        class Add(jitpc.Method[int], method="add"):
-            a: int
-            b: int
-
-        router = jitpc.Router()
-
-        @router.method
-        def add(params: Add) -> int:
-            return params.a + params.b
 
         @pytest.mark.anyio
         async def test_async(jitpc_client):
@@ -175,18 +180,7 @@ def test_client_factory_serves_a_router_and_ends_all_it_made(pytester: pytest.Py
         pytester,
         """
         import pytest
-        import jitpc
-        from conftest import AFTER
-
-        class Add(jitpc.Method[int], method="add"):
-            a: int
-            b: int
-
-        router = jitpc.Router()
-
-        @router.method
-        def add(params: Add) -> int:
-            return params.a + params.b
+        from conftest import AFTER, Add, router
 
         @pytest.mark.anyio
         async def test_it(jitpc_client):
@@ -211,19 +205,8 @@ def test_sync_client_factory_serves_from_a_thread_and_stops_it(pytester: pytest.
     result = run(
         pytester,
         """
-        import jitpc
-        from conftest import AFTER
+        from conftest import AFTER, Add, router
         from jitpc.testing import wait_spun_down
-
-        class Add(jitpc.Method[int], method="add"):
-            a: int
-            b: int
-
-        router = jitpc.Router()
-
-        @router.method
-        def add(params: Add) -> int:
-            return params.a + params.b
 
         def test_it(jitpc_sync_client):
             client = jitpc_sync_client(router, spindown_timeout=0.05)
