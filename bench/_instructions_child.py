@@ -15,7 +15,9 @@ WORKLOAD is one of:
 * ``client64``: the same with 64 requests in flight (64 sequential workers, gathered).
 
 IMPL is ``raw`` (the hand-written baseline below), ``jitpc`` (a responder ``lambda p: p`` /
-``client.request``) or ``typed`` (bench/typed_echo.py's models at both ends).
+``client.request``), ``typed`` (bench/typed_echo.py's models at both ends) or ``raw-typed``
+(the typed floor: the raw baseline plus exactly those models' pydantic steps, each message read
+by one ``validate_json`` of its whole line, as the issue's floor did).
 """
 
 from __future__ import annotations
@@ -112,6 +114,72 @@ class RawLinesServer(RawServer):
         self.transport.write(b"\n".join(replies))
 
 
+def typed_envelopes() -> tuple[Any, Any]:
+    """The floor's envelopes, one ``validate_json`` a line: a request with typed_echo's params
+    model, and a response with its result model."""
+    from pydantic import BaseModel
+    from typed_echo import EchoSmall, Small
+
+    class Request(BaseModel):
+        id: int
+        params: EchoSmall
+
+    class Response(BaseModel):
+        id: int
+        result: Small
+
+    return (
+        Request.__pydantic_validator__.validate_json,
+        Response.__pydantic_validator__.validate_json,
+    )
+
+
+class RawTypedServer(RawServer):
+    """The typed floor of a server, one request per read: validate the whole line, build the
+    result model as typed_echo's handler does, splice its JSON into the answer."""
+
+    def __init__(self) -> None:
+        from typed_echo import Small
+
+        self.read = typed_envelopes()[0]
+        self.small = Small
+
+    def data_received(self, data: bytes) -> None:
+        request = self.read(data)
+        params = request.params
+        result = self.small(key=params.key, n=params.n)
+        self.transport.write(
+            b"".join(
+                (
+                    b'{"jsonrpc":"2.0","id":%d,"result":' % request.id,
+                    result.__pydantic_serializer__.to_json(result),
+                    b"}\n",
+                )
+            )
+        )
+
+
+class RawTypedLinesServer(RawTypedServer):
+    """The typed floor for many requests per read, split and answered in one write."""
+
+    buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+        *lines, self.buffer = data.split(b"\n")
+        replies = []
+        read, small = self.read, self.small
+        for line in lines:
+            request = read(line)
+            params = request.params
+            result = small(key=params.key, n=params.n)
+            replies.append(b'{"jsonrpc":"2.0","id":%d,"result":' % request.id)
+            replies.append(result.__pydantic_serializer__.to_json(result))
+            replies.append(b"}\n")
+        self.transport.write(b"".join(replies))
+
+
 async def run_server(impl: str, per_read: int, units: int) -> None:
     lines = [
         orjson.dumps({"jsonrpc": "2.0", "id": n + 1, "method": "echo", "params": params(n)}) + b"\n"
@@ -123,6 +191,9 @@ async def run_server(impl: str, per_read: int, units: int) -> None:
     protocol: asyncio.Protocol
     if impl == "raw":
         protocol = RawServer() if per_read == 1 else RawLinesServer()
+        protocol.connection_made(transport)
+    elif impl == "raw-typed":
+        protocol = RawTypedServer() if per_read == 1 else RawTypedLinesServer()
         protocol.connection_made(transport)
     else:
         import jitpc
@@ -199,10 +270,37 @@ class RawClient:
         self.pending.pop(response["id"]).set_result(response["result"])
 
 
+class RawTypedClient(RawClient):
+    """The typed floor of a client: build the params model (as typed_echo.call does), splice
+    its JSON into the request; validate each answer whole, checked by id."""
+
+    def __init__(self) -> None:
+        from typed_echo import EchoSmall
+
+        super().__init__()
+        self.read = typed_envelopes()[1]
+        self.model = EchoSmall
+
+    async def call(self, params: Any) -> Any:
+        model = self.model(key=params["key"], n=params["n"])
+        self.last_id = id_ = self.last_id + 1
+        future = self.loop.create_future()
+        self.pending[id_] = future
+        head = b'{"jsonrpc":"2.0","id":%d,"method":"echo","params":' % id_
+        self.transport.write(b"".join((head, model.__pydantic_serializer__.to_json(model), b"}\n")))
+        return await future
+
+    def data_received(self, data: bytes) -> None:
+        response = self.read(data)  # one answer per read, as for RawClient
+        self.pending.pop(response.id).set_result(response.result)
+
+
 async def run_client(impl: str, concurrency: int, units: int) -> None:
     call: Callable[[dict[str, Any]], Awaitable[Any]]
     if impl == "raw":
         call = RawClient().call
+    elif impl == "raw-typed":
+        call = RawTypedClient().call
     else:
         import jitpc
         from jitpc._connection import Connection
@@ -230,7 +328,7 @@ async def run_client(impl: str, concurrency: int, units: int) -> None:
 
 def main(argv: list[str]) -> None:
     workload, impl, loop_name, units = argv
-    if impl not in ("raw", "jitpc", "typed"):
+    if impl not in ("raw", "jitpc", "typed", "raw-typed"):
         raise SystemExit(f"unknown implementation {impl!r}")
     workloads = {
         "server1": functools.partial(run_server, impl, 1),

@@ -63,10 +63,13 @@ WORKLOADS: tuple[Workload, ...] = (
 
 #: The ratio column compares each row to the ``raw`` row of its workload.
 RAW = "raw"
+#: The typed floor: the raw baseline plus exactly the typed rows' pydantic steps.
+FLOOR = "raw-typed"
 IMPLS: dict[str, str] = {
     RAW: "raw (orjson)",
     "jitpc": "jitpc",
     "typed": "typed jitpc",
+    FLOOR: "typed floor",
 }
 
 
@@ -266,6 +269,40 @@ def print_goals(results: list[dict[str, Any]]) -> None:
     print(f"goals met: {sum(r['met'] for r in results)} of {len(results)}")
 
 
+def over_floor(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Typed jitpc's figure over the typed floor's, per workload where both were measured:
+    what jitpc's own glue costs beyond the pydantic steps a typed call cannot avoid."""
+    found = {(row["workload"], row["impl"]): row for row in rows}
+    out = []
+    for (workload, impl), row in found.items():
+        floor = found.get((workload, FLOOR))
+        if impl == "typed" and floor is not None:
+            typed_n, floor_n = row["instructions_per_request"], floor["instructions_per_request"]
+            out.append(
+                {
+                    "workload": workload,
+                    "workload_label": row["workload_label"],
+                    "typed": typed_n,
+                    "floor": floor_n,
+                    "ratio": typed_n / floor_n,
+                }
+            )
+    return out
+
+
+def print_floor(results: list[dict[str, Any]]) -> None:
+    if not results:
+        return
+    print()
+    print("typed jitpc over the typed floor (jitpc's own glue beyond the pydantic steps)")
+    width = max(len(r["workload_label"]) for r in results)
+    for r in results:
+        print(
+            f"{r['workload_label']:<{width}}  {r['floor']:>7,.0f} -> {r['typed']:>7,.0f}  "
+            f"{r['ratio']:.2f}x  (+{r['typed'] - r['floor']:,.0f})"
+        )
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     headers = ["workload", "implementation", "instr/request", "raw / jitpc"]
     lines: list[list[str] | None] = []
@@ -427,11 +464,15 @@ def main(argv: list[str]) -> int:
     print("raw / jitpc: the raw row's figure over this row's; above 1, jitpc is cheaper")
     print()
     print_table(rows)
+    floor = over_floor(rows)
+    print_floor(floor)
     met = goals(rows, args.loop)
     print_goals(met)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": rows, "goals": met}, f, indent=2)
+            json.dump(
+                {"meta": meta, "results": rows, "over_floor": floor, "goals": met}, f, indent=2
+            )
             f.write("\n")
     return 0
 
