@@ -173,8 +173,16 @@ class Connection:
 
     # -- what the client uses ------------------------------------------------------------------
 
-    def request(self, method: str, params: Any, deadline: float | None) -> Any:
-        """Send a request and wait for its outcome until ``deadline``.
+    def request(
+        self,
+        method: str,
+        params: Any,
+        deadline: float | None,
+        reader: Callable[[bytes], Any] | None = None,
+    ) -> Any:
+        """Send a request and wait for its outcome until ``deadline``. With ``reader``, a
+        result line as jitpc or Node writes one is validated from its bytes by it, as in the
+        async layer (see :meth:`Peer.take_result`): the outcome is what it returned.
 
         Raises:
             RemoteError: the peer's error answer.
@@ -188,7 +196,7 @@ class Connection:
                 self._wait_for_room(deadline)
             if self.state != OPEN:
                 raise self.closed_error()
-            id_, _ = self._peer.send_request(method, params, waiter)
+            id_, _ = self._peer.send_request(method, params, waiter, False, reader)
             self._flush()
         try:
             remaining = _remaining(deadline)
@@ -307,6 +315,13 @@ class Connection:
             with self._lock:
                 if self.state == CLOSED:
                     return
+                taken = peer.take_result(data) if peer.result_readers else None
+                if taken is not None:
+                    # A typed call's answer, read whole (the general path reads the rest).
+                    taken[0].settle(True, taken[1])
+                    if self.state == ENDING:
+                        self._changed.notify_all()
+                    continue
                 events = peer.receive_data(data)
             self._process(events)
             if peer.failed:

@@ -407,6 +407,13 @@ if sys.platform != "win32":
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _result_reader(method_type: Any) -> Callable[[bytes], Any] | None:
+    """The reader of a typed call's result from its bytes, if its type has one."""
+    from ._method import result_reader  # (here: only a typed call needs pydantic)
+
+    return result_reader(method_type)
+
+
 def _validate(method_type: Any, raw: Any) -> Any:
     """A typed call's result, validated as :meth:`jitpc.Client.call` does."""
     from ._method import check_result  # (here: only a typed call needs pydantic)
@@ -538,7 +545,13 @@ class Client:
             RuntimeError: called from a thread running an event loop.
         """
         method_type = type(params)
-        raw = self.request(method_type.__jitpc_method__, params, timeout=timeout)
+        core = self._core
+        core.check()
+        deadline = self._deadline(timeout)
+        reader = _result_reader(method_type)
+        raw = core.ready(deadline).request(method_type.__jitpc_method__, params, deadline, reader)
+        if reader is not None and type(raw) is method_type.__jitpc_result_type__:
+            return raw  # type: ignore[no-any-return]  # read whole: a parsed answer is no model
         return _validate(method_type, raw)  # type: ignore[no-any-return]
 
     if TYPE_CHECKING:  # (the variants, for mypy: typing.overload is typing's)

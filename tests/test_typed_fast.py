@@ -21,6 +21,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 import jitpc
+import jitpc.sync
 from jitpc._paths import address
 from rawpeer import RawPeer, parse_line, raw_peer
 
@@ -361,6 +362,23 @@ async def test_an_answer_read_whole_is_the_result_of_the_parsed_one(jitpc_id: st
         assert (await client.call(Ask(reply=falsy))).n == 3
         # (Not split: what follows the result is no part of it; validated parsed.)
         assert answer_modes == ["json", "json", "python"]
+
+
+async def test_a_sync_call_reads_its_answer_whole_too(jitpc_id: str) -> None:
+    server, _ = await scripted(jitpc_id)
+
+    def calls() -> list[Any]:  # (jitpc.sync, in a thread: this one runs the server's loop)
+        with jitpc.sync.connect(jitpc_id) as client:
+            whole = client.call(Ask(reply='{"jsonrpc":"2.0","id":ID,"result":{"n":1,"x":0.5}}'))
+            parsed = client.call(Ask(reply='{"jsonrpc":"2.0","id":ID,"result":{"n":3},"e":0}'))
+            with pytest.raises(jitpc.ResultValidationError) as caught:
+                client.call(Ask(reply='{"jsonrpc":"2.0","id":ID,"result":{"n":"one"}}'))
+            return [whole.model_dump(), parsed.model_dump(), caught.value.result]
+
+    async with server:
+        got = await asyncio.to_thread(calls)
+    assert got == [{"n": 1, "x": 0.5}, {"n": 3, "x": None}, {"n": "one"}]
+    assert answer_modes == ["json", "python"]
 
 
 async def test_an_answer_the_fast_path_refuses_is_read_as_before(jitpc_id: str) -> None:
