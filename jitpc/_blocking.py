@@ -318,9 +318,7 @@ class Connection:
                 taken = peer.take_result(data) if peer.result_readers else None
                 if taken is not None:
                     # A typed call's answer, read whole (the general path reads the rest).
-                    taken[0].settle(True, taken[1])
-                    if self.state == ENDING:
-                        self._changed.notify_all()
+                    self._settle_locked(taken[0], True, taken[1])
                     continue
                 events = peer.receive_data(data)
             self._process(events)
@@ -359,11 +357,9 @@ class Connection:
                     continue
                 with self._lock:
                     if kind is Response:
-                        waiter.settle(True, event.result)
+                        self._settle_locked(waiter, True, event.result)
                     else:
-                        waiter.settle(False, event.error)
-                    if self.state == ENDING:
-                        self._changed.notify_all()
+                        self._settle_locked(waiter, False, event.error)
             elif kind is Request or kind is Notification:
                 self._dispatch(event)
             elif kind is CancelRequest:
@@ -379,6 +375,12 @@ class Connection:
                 self._complain("sent a bad message: %s", event.reason)
                 with self._lock:
                     self._flush()  # the core answers some bad messages itself
+
+    def _settle_locked(self, waiter: _Waiter, ok: bool, value: Any) -> None:
+        """Settle our request's waiter; an ending connection may now close (lock held)."""
+        waiter.settle(ok, value)
+        if self.state == ENDING:
+            self._changed.notify_all()
 
     def _dispatch(self, event: Request | Notification) -> None:
         method = event.method

@@ -476,6 +476,19 @@ class Client:
         limit = self._timeout if timeout is None else timeout
         return None if limit is None else time.monotonic() + limit
 
+    def _request(
+        self,
+        method: str,
+        params: Any,
+        timeout: float | None,
+        reader: Callable[[bytes], Any] | None,
+    ) -> Any:
+        """:meth:`request`'s steps, with a typed call's result reader (or ``None``)."""
+        core = self._core
+        core.check()
+        deadline = self._deadline(timeout)
+        return core.ready(deadline).request(method, params, deadline, reader)
+
     def open(self, *, timeout: float | None = None) -> None:
         """Connect now, rather than at the first request. Blocks until connected.
 
@@ -520,10 +533,7 @@ class Client:
             TypeError: ``params`` cannot be written as JSON.
             RuntimeError: called from a thread running an event loop.
         """
-        core = self._core
-        core.check()
-        deadline = self._deadline(timeout)
-        return core.ready(deadline).request(method, params, deadline)
+        return self._request(method, params, timeout, None)
 
     def call(self, params: Method[R], *, timeout: float | None = None) -> R:
         """Call a typed method and block until its validated result comes.
@@ -545,11 +555,8 @@ class Client:
             RuntimeError: called from a thread running an event loop.
         """
         method_type = type(params)
-        core = self._core
-        core.check()
-        deadline = self._deadline(timeout)
         reader = _result_reader(method_type)
-        raw = core.ready(deadline).request(method_type.__jitpc_method__, params, deadline, reader)
+        raw = self._request(method_type.__jitpc_method__, params, timeout, reader)
         if reader is not None and type(raw) is method_type.__jitpc_result_type__:
             return raw  # type: ignore[no-any-return]  # read whole: a parsed answer is no model
         return _validate(method_type, raw)  # type: ignore[no-any-return]
