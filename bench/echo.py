@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,7 +327,10 @@ class _RawLines(asyncio.Protocol):
             self.on_message(_loads(line))
 
 
-_dumps, _loads = _fast_json()
+#: The raw rows' JSON, as :func:`_fast_json` picks it; set by child_main once it has hidden
+#: orjson from the default loop's rows.
+_dumps: Callable[[Any], bytes] = to_json
+_loads: Callable[[bytes], Any] = from_json
 
 
 class RawEcho(EchoClient):
@@ -369,63 +373,193 @@ def raw_server_protocol() -> asyncio.Protocol:
     return proto
 
 
-class RawTypedEcho(RawEcho):
-    """The raw client plus exactly the pydantic steps of a typed jitpc call: build the params
-    model, write it, validate the result. With :func:`raw_typed_server_protocol`, the floor for
-    typed jitpc: what validation at both ends costs with no framework at all."""
-
-    async def open(self, server_id: str) -> None:
-        import typed_echo
-
-        self.models = typed_echo
-        await super().open(server_id)
-
-    async def call(self, params: Any) -> Any:
-        m = self.models
-        model: Any
-        if "blob" in params:
-            model, result_type = m.EchoBlob(key=params["key"], blob=params["blob"]), m.Blob
-        else:
-            model, result_type = m.EchoSmall(key=params["key"], n=params["n"]), m.Small
-        self.last_id = id_ = self.last_id + 1
-        future = asyncio.get_running_loop().create_future()
-        self.pending[id_] = future
-        assert self.proto.transport is not None
-        head = b'{"id":%d,"method":"echo","params":' % id_
-        self.proto.transport.write(b"".join((head, _model_json(model), b"}\n")))
-        return result_type.__pydantic_validator__.validate_python(await future)
+#: Lines the typed floor's client queues in one loop turn before it writes them (the issue's
+#: floor batched 4 to 16).
+FLOOR_WRITE_BATCH = 16
 
 
-def _model_json(model: Any) -> bytes:
-    """A model as JSON, the fastest way at hand: orjson of its JSON-mode dict when orjson is
-    installed (as jitpc[fast] does), else the model's own serializer."""
+def _floor_models() -> Any:
+    """typed_echo's models and the floor's envelopes: each message is read by one
+    ``validate_json`` of its whole line, straight from bytes. The server's request is a union
+    discriminated on ``method``; the client reads each response with its request type's
+    envelope, checked by id."""
+    from typing import Annotated
+
+    import typed_echo
+    from pydantic import BaseModel, Field, TypeAdapter
+
+    class SmallRequest(BaseModel):
+        id: int
+        method: Literal["echo"]
+        params: typed_echo.EchoSmall
+
+    class BlobRequest(BaseModel):
+        id: int
+        method: Literal["echo-blob"]
+        params: typed_echo.EchoBlob
+
+    class SmallResponse(BaseModel):
+        id: int
+        result: typed_echo.Small
+
+    class BlobResponse(BaseModel):
+        id: int
+        result: typed_echo.Blob
+
+    request: Any = Annotated[SmallRequest | BlobRequest, Field(discriminator="method")]
+    return types.SimpleNamespace(
+        EchoSmall=typed_echo.EchoSmall,
+        EchoBlob=typed_echo.EchoBlob,
+        Small=typed_echo.Small,
+        Blob=typed_echo.Blob,
+        read_request=TypeAdapter(request).validate_json,
+        read_small=SmallResponse.__pydantic_validator__.validate_json,
+        read_blob=BlobResponse.__pydantic_validator__.validate_json,
+    )
+
+
+def _small_json(model: Any) -> bytes:
+    """A small model as JSON: its own serializer, spliced into a byte template by the caller."""
+    return model.__pydantic_serializer__.to_json(model)  # type: ignore[no-any-return]
+
+
+def _big_json(model: Any) -> bytes:
+    """A large model as JSON: orjson of its JSON-mode dict when orjson is at hand (as
+    jitpc[fast] installs it; faster on a 1 MiB string), else its own serializer."""
     ser = model.__pydantic_serializer__
     if _dumps is to_json:
         return ser.to_json(model)  # type: ignore[no-any-return]
     return _dumps(ser.to_python(model, mode="json"))
 
 
-def raw_typed_server_protocol() -> asyncio.Protocol:
-    """The raw server plus a typed handler's pydantic steps: validate the params, build the
-    result model (as typed_echo's handlers do), write it."""
-    from typed_echo import Blob, EchoBlob, EchoSmall, Small
+def _unused(message: Any) -> None:
+    raise AssertionError("the floor's framing hands over lines, not messages")
 
-    proto: _RawLines
 
-    def on_request(request: Any) -> None:
-        assert proto.transport is not None
-        raw = request["params"]
-        result: Any
-        if "blob" in raw:
-            blob = EchoBlob.__pydantic_validator__.validate_python(raw)
-            result = Blob(key=blob.key, blob=blob.blob)
+class _FloorLines(_RawLines):
+    """Linear newline framing: a partial line's reads are kept as a list and joined once its
+    newline arrives (a 1 MiB line comes in many reads), and every line of a read is handed over
+    at once, so that an answer to each can share one write."""
+
+    def __init__(self, on_lines: Callable[[list[bytes]], None]) -> None:
+        super().__init__(_unused)
+        self.on_lines = on_lines
+        self.parts: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        end = data.rfind(b"\n")
+        if end < 0:
+            self.parts.append(data)
+            return
+        if end + 1 < len(data):
+            rest = data[end + 1 :]
+            data = data[: end + 1]
         else:
-            small = EchoSmall.__pydantic_validator__.validate_python(raw)
-            result = Small(key=small.key, n=small.n)
-        head = b'{"id":%d,"result":' % request["id"]
-        proto.transport.write(b"".join((head, _model_json(result), b"}\n")))
+            rest = b""
+        if self.parts:
+            self.parts.append(data)
+            data = b"".join(self.parts)
+            self.parts = [rest] if rest else []
+        elif rest:
+            self.parts = [rest]
+        lines = data.split(b"\n")
+        lines.pop()  # what follows the last newline: nothing, as rest was taken off
+        self.on_lines(lines)
 
-    proto = _RawLines(on_request)
+
+class RawTypedEcho(RawEcho):
+    """The typed floor's client, built the way issue 13's floor was, with no framework: build
+    the params model, splice its JSON into a byte template, batch the writes of one loop turn
+    (the first goes out at once, so a sequential caller waits for nothing), and read each
+    answer with one ``validate_json`` of its request type's whole envelope, checked by id.
+
+    Each workload keeps one request type in flight, so the envelope of the last request sent
+    reads every answer; an answer of another type would fail validation, not pass silently.
+    """
+
+    async def open(self, server_id: str) -> None:
+        self.models = _floor_models()
+        self.loop = asyncio.get_running_loop()
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.last_id = 0
+        self.read: Callable[[bytes], Any] = self.models.read_small
+        self.queue: list[bytes] = []
+        self.flush_due = False
+        self.wrote_early = False
+        _, self.proto = await self.loop.create_unix_connection(
+            lambda: _FloorLines(self.on_lines), socket_path(server_id)
+        )
+
+    async def call(self, params: Any) -> Any:
+        m = self.models
+        if "blob" in params:
+            model = m.EchoBlob(key=params["key"], blob=params["blob"])
+            self.read = m.read_blob
+            head = b'{"jsonrpc":"2.0","id":%d,"method":"echo-blob","params":'
+            body = _big_json(model)
+        else:
+            model = m.EchoSmall(key=params["key"], n=params["n"])
+            self.read = m.read_small
+            head = b'{"jsonrpc":"2.0","id":%d,"method":"echo","params":'
+            body = _small_json(model)
+        self.last_id = id_ = self.last_id + 1
+        future = self.loop.create_future()
+        self.pending[id_] = future
+        line = b"".join((head % id_, body, b"}\n"))
+        if self.wrote_early or self.flush_due:  # behind what is queued, in order
+            self.queue.append(line)
+            if len(self.queue) >= FLOOR_WRITE_BATCH:
+                self.flush()
+            elif not self.flush_due:
+                self.flush_due = True
+                self.loop.call_soon(self.flush_soon)
+        else:
+            assert self.proto.transport is not None
+            self.proto.transport.write(line)
+            self.wrote_early = True
+        return await future
+
+    def flush_soon(self) -> None:
+        self.flush_due = False
+        self.wrote_early = False
+        self.flush()
+
+    def flush(self) -> None:
+        if self.queue:
+            assert self.proto.transport is not None
+            self.proto.transport.write(b"".join(self.queue))
+            self.queue.clear()
+
+    def on_lines(self, lines: list[bytes]) -> None:
+        self.wrote_early = False  # the next request waits for nothing written before it
+        read, pending = self.read, self.pending
+        for line in lines:
+            response = read(line)
+            pending.pop(response.id).set_result(response.result)
+
+
+def raw_typed_server_protocol() -> asyncio.Protocol:
+    """The typed floor's server: each request read by one ``validate_json`` of its whole line
+    (a union discriminated on ``method``), the result model built as typed_echo's handlers do,
+    its JSON spliced into a byte template, and the answers to one read in one write."""
+    m = _floor_models()
+    read, small, blob = m.read_request, m.Small, m.Blob
+    proto: _FloorLines
+
+    def on_lines(lines: list[bytes]) -> None:
+        out: list[bytes] = []
+        for line in lines:
+            request = read(line)
+            params = request.params
+            if request.method == "echo":
+                body = _small_json(small(key=params.key, n=params.n))
+            else:
+                body = _big_json(blob(key=params.key, blob=params.blob))
+            out += (b'{"jsonrpc":"2.0","id":%d,"result":' % request.id, body, b"}\n")
+        assert proto.transport is not None
+        proto.transport.write(b"".join(out))
+
+    proto = _FloorLines(on_lines)
     return proto
 
 
@@ -534,6 +668,8 @@ def child_main(argv: list[str]) -> int:
         # The default loop's rows measure jitpc with no optional dependency (issue 5's second
         # goal): jitpc imports orjson only when it can, and here it cannot.
         sys.modules["orjson"] = None  # type: ignore[assignment]
+    global _dumps, _loads
+    _dumps, _loads = _fast_json()
     if loop_name == "uvloop":
         import uvloop
 
