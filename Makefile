@@ -25,7 +25,11 @@ typecheck: $(BIN)/python
 test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(MAKE) lint typecheck
-	$(BIN)/pytest --loop=asyncio
+	@# The two installs users get: `pip install jitpc` (the default loop, no orjson: a module
+	@# on PYTHONPATH that fails to import hides it, from spawned daemons too) and `jitpc[fast]`.
+	mkdir -p $(VENV)/no-orjson
+	echo 'raise ImportError("orjson is hidden: this run tests jitpc without it")' > $(VENV)/no-orjson/orjson.py
+	PYTHONPATH=$(VENV)/no-orjson $(BIN)/pytest --loop=asyncio
 	$(BIN)/pytest --loop=uvloop
 
 bench: $(BIN)/python
