@@ -438,6 +438,8 @@ class Peer:
         whole = self.whole
         readers = self.result_readers
         if readers:
+            # Bound only here, and read only while `readers` is non-empty: nothing in the loop
+            # adds a reader (send_request does), so an empty dict stays empty to the end.
             forms = _forms or _request_forms()
             results = forms[6], forms[7]
         for line in lines:
