@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Absolute: the tests start daemons and commands in other directories.
+NO_ORJSON = $(abspath $(VENV))/no-orjson
 
 .PHONY: demo test lint typecheck bench docs
 
@@ -27,9 +29,9 @@ test: $(BIN)/python
 	$(MAKE) lint typecheck
 	@# The two installs users get: `pip install jitpc` (the default loop, no orjson: a module
 	@# on PYTHONPATH that fails to import hides it, from spawned daemons too) and `jitpc[fast]`.
-	mkdir -p $(VENV)/no-orjson
-	echo 'raise ImportError("orjson is hidden: this run tests jitpc without it")' > $(VENV)/no-orjson/orjson.py
-	PYTHONPATH=$(VENV)/no-orjson $(BIN)/pytest --loop=asyncio
+	mkdir -p $(NO_ORJSON)
+	echo 'raise ImportError("orjson is hidden: this run tests jitpc without it")' > $(NO_ORJSON)/orjson.py
+	PYTHONPATH=$(NO_ORJSON) $(BIN)/pytest --loop=asyncio
 	$(BIN)/pytest --loop=uvloop
 
 bench: $(BIN)/python
