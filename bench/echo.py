@@ -307,17 +307,22 @@ def _fast_json() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     return orjson.dumps, orjson.loads
 
 
-class _RawLines(asyncio.Protocol):
+class _Lines(asyncio.Protocol):
+    """What the raw rows' protocols share: the transport they write to."""
+
+    transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+
+class _RawLines(_Lines):
     """Newline framing over an asyncio Protocol, orjson for JSON: the fastest plain Python we
     know to write by hand (issue 5's "asyncio Protocol + uvloop + orjson" row)."""
 
     def __init__(self, on_message: Callable[[Any], None]) -> None:
         self.on_message = on_message
         self.buffer = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if self.buffer:
@@ -334,6 +339,8 @@ _loads: Callable[[bytes], Any] = from_json
 
 
 class RawEcho(EchoClient):
+    proto: _Lines
+
     async def open(self, server_id: str) -> None:
         loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[Any]] = {}
@@ -432,17 +439,12 @@ def _big_json(model: Any) -> bytes:
     return _dumps(ser.to_python(model, mode="json"))
 
 
-def _unused(message: Any) -> None:
-    raise AssertionError("the floor's framing hands over lines, not messages")
-
-
-class _FloorLines(_RawLines):
+class _FloorLines(_Lines):
     """Linear newline framing: a partial line's reads are kept as a list and joined once its
     newline arrives (a 1 MiB line comes in many reads), and every line of a read is handed over
     at once, so that an answer to each can share one write."""
 
     def __init__(self, on_lines: Callable[[list[bytes]], None]) -> None:
-        super().__init__(_unused)
         self.on_lines = on_lines
         self.parts: list[bytes] = []
 
