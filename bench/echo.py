@@ -345,9 +345,10 @@ class RawEcho(EchoClient):
         loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.last_id = 0
-        _, self.proto = await loop.create_unix_connection(
-            lambda: _RawLines(self.on_response), socket_path(server_id)
-        )
+        _, self.proto = await loop.create_unix_connection(self.protocol, socket_path(server_id))
+
+    def protocol(self) -> _Lines:
+        return _RawLines(self.on_response)
 
     def on_response(self, response: Any) -> None:
         self.pending.pop(response["id"]).set_result(response["result"])
@@ -482,15 +483,14 @@ class RawTypedEcho(RawEcho):
     async def open(self, server_id: str) -> None:
         self.models = _floor_models()
         self.loop = asyncio.get_running_loop()
-        self.pending: dict[int, asyncio.Future[Any]] = {}
-        self.last_id = 0
         self.read: Callable[[bytes], Any] = self.models.read_small
         self.queue: list[bytes] = []
         self.flush_due = False
         self.wrote_early = False
-        _, self.proto = await self.loop.create_unix_connection(
-            lambda: _FloorLines(self.on_lines), socket_path(server_id)
-        )
+        await super().open(server_id)
+
+    def protocol(self) -> _Lines:
+        return _FloorLines(self.on_lines)
 
     async def call(self, params: Any) -> Any:
         m = self.models
