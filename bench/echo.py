@@ -450,23 +450,18 @@ class _FloorLines(_Lines):
         self.parts: list[bytes] = []
 
     def data_received(self, data: bytes) -> None:
-        end = data.rfind(b"\n")
-        if end < 0:
-            self.parts.append(data)
+        parts = self.parts
+        if b"\n" not in data:
+            parts.append(data)
             return
-        if end + 1 < len(data):
-            rest = data[end + 1 :]
-            data = data[: end + 1]
-        else:
-            rest = b""
-        if self.parts:
-            self.parts.append(data)
-            data = b"".join(self.parts)
-            self.parts = [rest] if rest else []
-        elif rest:
-            self.parts = [rest]
+        if parts:
+            parts.append(data)
+            data = b"".join(parts)
+            parts.clear()
         lines = data.split(b"\n")
-        lines.pop()  # what follows the last newline: nothing, as rest was taken off
+        rest = lines.pop()  # what follows the last newline: the start of the next line
+        if rest:
+            parts.append(rest)
         self.on_lines(lines)
 
 
