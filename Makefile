@@ -38,6 +38,7 @@ bench: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python bench/echo.py
 	$(BIN)/python bench/oneshot.py
+	$(BIN)/python bench/load.py
 	@if command -v valgrind >/dev/null; then $(BIN)/python bench/instructions.py --quick; \
 	else echo "valgrind not found: bench/instructions.py skipped"; fi
 

@@ -228,6 +228,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(where, ignore_errors=True)
 
 
+#: Issue 13's memory goal: the server's RSS with this many connections open and idle.
+GOAL_CONNECTIONS = 1000
+GOAL_IDLE_MIB = 50
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_server":
         raise_fd_limit()
@@ -248,8 +253,16 @@ def main() -> None:
     args = parser.parse_args()
     raise_fd_limit()
     figures = asyncio.run(run(args))
+    idle_mib = figures["server_rss_kib_idle_connections"] / 1024
+    met = idle_mib < GOAL_IDLE_MIB if args.connections >= GOAL_CONNECTIONS else None
+    figures["goal_idle_rss_met"] = met
     for key, value in figures.items():
         print(f"{key:>32}: {value}")
+    verdict = "-" if met is None else "yes" if met else "NO"
+    print(
+        f"issue 13's goal: {GOAL_CONNECTIONS:,} idle connections < {GOAL_IDLE_MIB} MiB of server "
+        f"RSS: {idle_mib:.1f} MiB with {args.connections:,}, met: {verdict}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 
