@@ -420,6 +420,42 @@ class Connection(asyncio.Protocol):
                     self._maybe_finish_end()
                 return
         events = peer.receive_data(data)
+        if len(events) == 1:
+            event = events[0]
+            if (
+                type(event) is Request
+                and not self._deferred
+                and (not self._tasks or len(self._tasks) < MAX_IN_FLIGHT)
+                and self._unsent_replies <= MAX_UNSENT_REPLY_BYTES
+            ):
+                # _process and _dispatch written out for a read of one request, the usual read
+                # of a server, its answer written as it is made (no queue, no flush), as for
+                # a typed request above: 3,500 instructions a request fewer (callgrind). (A
+                # method not in the table is for _dispatch, which looks further.)
+                fn = self._table.get(event.method)
+                if fn is not None:
+                    self._flush_pending = True
+                    line = self._run(
+                        event.id, event.method, fn, event.params, not self.write_paused
+                    )
+                    if line:
+                        self._flush_pending = False
+                        transport = self._transport
+                        if transport is not None and self.state is not CLOSED:
+                            transport.write(line)
+                    else:
+                        self._flush()
+                    if self.state is ENDING:
+                        self._maybe_finish_end()
+                    return
+            elif type(event) is Response and event.waiter is not None:
+                # The usual read of a client: _process's steps for it, 1,000 instructions a
+                # request fewer (callgrind).
+                if not event.waiter.done():
+                    event.waiter.set_result(event.result)
+                if self.state is ENDING:
+                    self._maybe_finish_end()
+                return
         self._process(events)
         if self._deferred:
             self._deferred_bytes += len(data)
@@ -587,20 +623,22 @@ class Connection(asyncio.Protocol):
                 return
         self._run(id_, method, fn, event.params)
 
-    def _run(self, id_: Any, method: str, fn: Responder, params: Any) -> None:
-        """Answer the peer's request ``id_`` (``None``: a notification) with ``fn(params)``."""
+    def _run(self, id_: Any, method: str, fn: Responder, params: Any, now: bool = False) -> bytes:
+        """Answer the peer's request ``id_`` (``None``: a notification) with ``fn(params)``.
+        Returns ``b""``; or, with ``now``, a result to write at once (see Peer.send_result)."""
         try:
             result = fn(params)
         except Exception as exc:
             self._send_exception(id_, method, exc)
-            return
+            return b""
         if type(result) not in PLAIN_TYPES and is_awaitable(result):
             self._start(id_, method, result)
         elif id_ is not None:
             try:  # (_send_result written out: a call less per request, ~800 instructions)
-                self._peer.send_result(id_, result)
+                return self._peer.send_result(id_, result, now)
             except TypeError as exc:
                 self._peer.send_error(id_, unencodable(id_, exc, self._log))
+        return b""
 
     def _start(self, id_: Any, method: str, awaitable: Awaitable[Any]) -> None:
         """Answer the peer's request ``id_`` (``None``: a notification) with what ``awaitable``

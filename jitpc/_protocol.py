@@ -726,8 +726,10 @@ class Peer:
             head = b'{"jsonrpc":"2.0","method":%b,"params":' % name
             self._outgoing.append(b"".join((head, _dump(params), b"}\n")))
 
-    def send_result(self, id_: Any, result: Any) -> None:
-        """Queue the successful response to the peer's request ``id_``.
+    def send_result(self, id_: Any, result: Any, now: bool = False) -> bytes:
+        """Queue the successful response to the peer's request ``id_``; return ``b""``. Or,
+        with ``now`` and nothing queued before it, return the line itself, not queued, for
+        the caller to write at once (one read's answer, written as it is made).
 
         Raises:
             TypeError: ``result`` cannot be written as JSON (nothing is queued then).
@@ -737,7 +739,11 @@ class Peer:
             head = b'{"jsonrpc":"2.0","id":%d,"result":' % id_
         else:
             head = b'{"jsonrpc":"2.0","id":%b,"result":' % _dump(id_)
-        self._outgoing.append(b"".join((head, body, b"}\n")))
+        line = b"".join((head, body, b"}\n"))
+        if now and not self._outgoing:
+            return line
+        self._outgoing.append(line)
+        return b""
 
     def send_answer(self, head: bytes, result: Any, now: bool = False) -> bytes:
         """Queue the successful response to a request split by :meth:`request_of` (or given as

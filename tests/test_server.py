@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import pytest
 
 import jitpc
 from jitpc.testing import ClientFactory, DaemonFactory, wait_spun_down
+from rawpeer import raw_peer
 from support import HANG, echo_daemon, peer_command, python_env, reap, server_process
 
 pytestmark = pytest.mark.anyio
@@ -315,3 +317,59 @@ async def test_a_dead_client_is_released_and_its_running_handler_cancelled(jitpc
             assert await other.request("wait", "y") == "y"
         # Its answer could never be sent: the dead client's handler was cancelled.
         assert finished == ["y"] and cancelled == ["x"]
+
+
+async def test_a_request_read_alone_is_answered_as_one_of_a_read_of_several(
+    jitpc_id: str,
+) -> None:
+    # A read of one request is answered as its handler returns, written at once: the same
+    # bytes as when the requests come together (the general path, where a coroutine's answer
+    # may come after the others), and what a handler sends on the way still comes first.
+    def on_client(client: jitpc.Client) -> None:
+        def step(params: Any) -> Any:
+            client.notify("progress", params)
+            return params
+
+        async def later(params: Any) -> Any:
+            await asyncio.sleep(0)
+            return params
+
+        def fail(params: Any) -> Any:
+            raise ValueError("no")
+
+        client.respond("step", step)
+        client.respond("later", later)
+        client.respond("fail", fail)
+        client.respond("unencodable", lambda params: object())
+
+    lines = [
+        b'{"jsonrpc":"2.0","id":%d,"method":"%b","params":{"n":%d}}\n' % (n, method, n)
+        for n, method in enumerate((b"step", b"later", b"fail", b"unencodable", b"absent"), 1)
+    ]
+    server = await jitpc.listen(jitpc_id, spindown=False, on_client=on_client)
+    assert server is not None
+    try:
+        async with raw_peer(jitpc_id) as peer:
+            rounds: list[list[bytes]] = []
+            for _ in range(2):  # the first looks each method up (the general path)
+                rounds.append([])
+                for line in lines:
+                    await peer.send(line)
+                    rounds[-1].append(await peer.read_line())
+                    if b'"step"' in line:
+                        rounds[-1].append(await peer.read_line())
+            first, alone = rounds
+            await peer.send(b"".join(lines))
+            together = [await peer.read_line() for _ in alone]
+    finally:
+        await server.close()
+    assert alone == first
+    assert alone[:3] == [
+        b'{"jsonrpc":"2.0","method":"progress","params":{"n":1}}\n',
+        b'{"jsonrpc":"2.0","id":1,"result":{"n":1}}\n',
+        b'{"jsonrpc":"2.0","id":2,"result":{"n":2}}\n',
+    ]
+    codes = [json.loads(line)["error"]["code"] for line in alone[3:]]
+    assert codes == [-32603, -32603, -32601]
+    assert sorted(together) == sorted(alone)
+    assert together.index(alone[0]) < together.index(alone[1])
