@@ -351,7 +351,7 @@ async def test_a_request_read_alone_is_answered_as_one_of_a_read_of_several(
     try:
         async with raw_peer(jitpc_id) as peer:
             rounds: list[list[bytes]] = []
-            for _ in range(2):  # the first looks each method up (the general path)
+            for _ in range(2):  # the first looks each method up, the second finds it
                 rounds.append([])
                 for line in lines:
                     await peer.send(line)
