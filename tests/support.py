@@ -125,6 +125,30 @@ async def run_cli(*args: str | bytes, stdin: bytes = b"") -> Run:
     return Run(proc.returncode, out.decode(), err.decode())
 
 
+def sample_responders(client: Any) -> None:
+    """An ``on_client`` hook: a responder of each kind, each named for what it does: ``echo``,
+    ``later`` (a coroutine), ``fail`` (a RemoteError of the params' code and data), ``crash``
+    (a ValueError) and ``unencodable`` (a result no JSON can hold)."""
+    import jitpc
+
+    client.respond("echo", lambda params: params)
+
+    async def later(params: Any) -> Any:
+        await asyncio.sleep(0)
+        return params
+
+    def fail(params: Any) -> Any:
+        raise jitpc.RemoteError("custom", params["code"], params.get("data"))
+
+    def crash(params: Any) -> Any:
+        raise ValueError("broken handler")
+
+    client.respond("later", later)
+    client.respond("fail", fail)
+    client.respond("crash", crash)
+    client.respond("unencodable", lambda params: object())
+
+
 def echoing(**methods: Any) -> Callable[[Any], None]:
     """An ``on_client`` hook: each client is answered ``echo`` and ``methods`` (name ->
     responder)."""

@@ -14,28 +14,9 @@ import pytest
 
 import jitpc
 from jitpc.testing import ClientFactory, DaemonFactory
-from support import HANG, ROOT, echo_daemon, peer_command, python_env, reap
+from support import HANG, ROOT, echo_daemon, peer_command, python_env, reap, sample_responders
 
 pytestmark = pytest.mark.anyio
-
-
-def serve(client: jitpc.Client) -> None:
-    client.respond("echo", lambda params: params)
-
-    async def later(params: Any) -> Any:
-        await asyncio.sleep(0)
-        return params
-
-    def fail(params: Any) -> Any:
-        raise jitpc.RemoteError("custom", params["code"], params.get("data"))
-
-    def crash(params: Any) -> Any:
-        raise ValueError("broken handler")
-
-    client.respond("later", later)
-    client.respond("fail", fail)
-    client.respond("crash", crash)
-    client.respond("unencodable", lambda params: object())
 
 
 async def test_round_trip_to_a_server_process(jitpc_daemon: DaemonFactory, jitpc_id: str) -> None:
@@ -147,7 +128,7 @@ async def test_concurrent_first_requests_share_one_connection(jitpc_id: str) -> 
     seen: list[jitpc.Client] = []
     server = await jitpc.listen(jitpc_id, on_client=seen.append, spindown=False)
     assert server is not None
-    server.on_client(serve)
+    server.on_client(sample_responders)
     async with server, jitpc.connect(jitpc_id) as client:
         results = await asyncio.gather(*(client.request("echo", i) for i in range(20)))
         assert results == list(range(20))
@@ -155,7 +136,7 @@ async def test_concurrent_first_requests_share_one_connection(jitpc_id: str) -> 
 
 
 async def test_errors_come_back_as_remote_errors(jitpc_client: ClientFactory) -> None:
-    client = await jitpc_client(on_client=serve, spindown=False)
+    client = await jitpc_client(on_client=sample_responders, spindown=False)
     with pytest.raises(jitpc.RemoteError) as info:
         await client.request("fail", {"code": "E_BOOM", "data": [1]})
     assert type(info.value) is jitpc.RemoteError
@@ -180,7 +161,7 @@ async def test_errors_come_back_as_remote_errors(jitpc_client: ClientFactory) ->
 async def test_crashing_responder_is_logged(
     jitpc_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await jitpc_client(on_client=serve, spindown=False)
+    client = await jitpc_client(on_client=sample_responders, spindown=False)
     with caplog.at_level(logging.ERROR, logger="jitpc"):
         with pytest.raises(jitpc.InternalError):
             await client.request("crash")
@@ -188,7 +169,7 @@ async def test_crashing_responder_is_logged(
 
 
 async def test_unencodable_params_raise_locally(jitpc_client: ClientFactory) -> None:
-    client = await jitpc_client(on_client=serve, spindown=False)
+    client = await jitpc_client(on_client=sample_responders, spindown=False)
     with pytest.raises(TypeError):
         await client.request("echo", {"x": object()})
     with pytest.raises(TypeError):
@@ -378,7 +359,9 @@ def test_idle_client_and_server_never_keep_the_program_alive(
 async def test_oversized_message_closes_the_connection_with_a_protocol_error(
     jitpc_client: ClientFactory,
 ) -> None:
-    client = await jitpc_client(on_client=serve, spindown=False, connect={"max_message_bytes": 100})
+    client = await jitpc_client(
+        on_client=sample_responders, spindown=False, connect={"max_message_bytes": 100}
+    )
     with pytest.raises(jitpc.ClosedError) as info:
         await client.request("echo", "x" * 200)
     assert isinstance(info.value.__cause__, jitpc.ProtocolError)

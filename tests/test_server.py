@@ -16,7 +16,15 @@ import pytest
 import jitpc
 from jitpc.testing import ClientFactory, DaemonFactory, wait_spun_down
 from rawpeer import raw_peer
-from support import HANG, echo_daemon, peer_command, python_env, reap, server_process
+from support import (
+    HANG,
+    echo_daemon,
+    peer_command,
+    python_env,
+    reap,
+    sample_responders,
+    server_process,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -326,25 +334,17 @@ async def test_a_request_read_alone_is_answered_as_one_of_a_read_of_several(
     # bytes as when the requests come together (the general path, where a coroutine's answer
     # may come after the others), and what a handler sends on the way still comes first.
     def on_client(client: jitpc.Client) -> None:
+        sample_responders(client)
+
         def step(params: Any) -> Any:
             client.notify("progress", params)
             return params
 
-        async def later(params: Any) -> Any:
-            await asyncio.sleep(0)
-            return params
-
-        def fail(params: Any) -> Any:
-            raise ValueError("no")
-
         client.respond("step", step)
-        client.respond("later", later)
-        client.respond("fail", fail)
-        client.respond("unencodable", lambda params: object())
 
     lines = [
         b'{"jsonrpc":"2.0","id":%d,"method":"%b","params":{"n":%d}}\n' % (n, method, n)
-        for n, method in enumerate((b"step", b"later", b"fail", b"unencodable", b"absent"), 1)
+        for n, method in enumerate((b"step", b"later", b"crash", b"unencodable", b"absent"), 1)
     ]
     server = await jitpc.listen(jitpc_id, spindown=False, on_client=on_client)
     assert server is not None
