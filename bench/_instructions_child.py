@@ -15,9 +15,12 @@ WORKLOAD is one of:
 * ``client64``: the same with 64 requests in flight (64 sequential workers, gathered).
 
 IMPL is ``raw`` (the hand-written baseline below), ``jitpc`` (a responder ``lambda p: p`` /
-``client.request``), ``typed`` (bench/typed_echo.py's models at both ends) or ``raw-typed``
+``client.request``), ``typed`` (bench/typed_echo.py's models at both ends), ``raw-typed``
 (the typed floor: the raw baseline plus exactly those models' pydantic steps, each message read
-by one ``validate_json`` of its whole line, as the issue's floor did).
+by one ``validate_json`` of its whole line, as the issue's floor did) or, for the client
+workloads only, ``raw-typed-caller`` (that floor awaited from a coroutine of the caller's, as
+the typed client is: typed_echo.call builds the params model and awaits ``client.call``, where
+the floor's own ``call`` does both, so the typed row has a coroutine more on its stack).
 """
 
 from __future__ import annotations
@@ -301,6 +304,13 @@ async def run_client(impl: str, concurrency: int, units: int) -> None:
         call = RawClient().call
     elif impl == "raw-typed":
         call = RawTypedClient().call
+    elif impl == "raw-typed-caller":
+        floor_call = RawTypedClient().call
+
+        async def caller(params: dict[str, Any]) -> Any:
+            return await floor_call(params)
+
+        call = caller
     else:
         import jitpc
         from jitpc._connection import Connection
@@ -328,8 +338,10 @@ async def run_client(impl: str, concurrency: int, units: int) -> None:
 
 def main(argv: list[str]) -> None:
     workload, impl, loop_name, units = argv
-    if impl not in ("raw", "jitpc", "typed", "raw-typed"):
+    if impl not in ("raw", "jitpc", "typed", "raw-typed", "raw-typed-caller"):
         raise SystemExit(f"unknown implementation {impl!r}")
+    if impl == "raw-typed-caller" and not workload.startswith("client"):
+        raise SystemExit(f"{impl} is a client: it has no {workload} workload")
     workloads = {
         "server1": functools.partial(run_server, impl, 1),
         "server64": functools.partial(run_server, impl, UNIT),
