@@ -3,7 +3,7 @@
 Run from the repository root (needs valgrind)::
 
     .venv/bin/python bench/instructions.py            # the full run, about 3 minutes
-    .venv/bin/python bench/instructions.py --quick    # 2 minutes, within 0.5 % of the full run
+    .venv/bin/python bench/instructions.py --quick    # 2 minutes, within 1 % of the full run
     .venv/bin/python bench/instructions.py --json bench/results-instructions.json
 
 Wall-clock figures on a shared VM vary by ±30 %; instruction counts do not, so a change to the
