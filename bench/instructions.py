@@ -301,10 +301,12 @@ def over_floor(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     found = {(row["workload"], row["impl"]): row for row in rows}
     out = []
     for (workload, impl), row in found.items():
+        if impl != "typed":
+            continue
+        typed_n = row["instructions_per_request"]
         for floor_impl in (FLOOR, CALLER_FLOOR):
             floor = found.get((workload, floor_impl))
-            if impl == "typed" and floor is not None:
-                typed_n = row["instructions_per_request"]
+            if floor is not None:
                 floor_n = floor["instructions_per_request"]
                 out.append(
                     {
@@ -453,6 +455,9 @@ def main(argv: list[str]) -> int:
     impls = [i for i in IMPLS if args.impl is None or i in args.impl]
     units = QUICK_UNITS if args.quick else UNITS
     runs = [Run(w.key, impl, n) for w in workloads for impl in impls_of(w, impls) for n in units]
+    if not runs:
+        progress(f"nothing to count: {', '.join(CLIENT_ONLY)} has client workloads only")
+        return 2
 
     meta = {
         "jitpc": source_version(),
